@@ -1,0 +1,1 @@
+"""fairpool.clients: SharedJobCluster and friends, speaking the protocol to a scheduler."""

@@ -1,0 +1,232 @@
+"""The wire vocabulary: every control message that crosses a socket.
+
+Messages are frozen msgspec structs encoded as msgpack arrays (positional,
+tagged by class name). Control data is never pickled; tenant data (functions,
+arguments, results) travels as opaque ``bytes`` fields that only node workers
+unpickle (SPEC promise 5).
+
+Who sends what:
+
+* handshake (every connection): ServerHello, ClientHello, ServerAuth, Refused
+* client -> scheduler: OpenCluster, Submit, AckResults, CloseCluster, Heartbeat
+* scheduler -> client: ClusterOpened, Queued, JobsUpdate, ClusterClosed, Error
+* scheduler -> node: Dispatch, ReleaseCluster, Heartbeat
+* node -> scheduler: NodeReady, NodeProgress, Heartbeat
+* node <-> worker (local socketpair): WorkerReady, Dispatch, ReleaseCluster,
+  NodeProgress
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class Message(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """Base of every message: frozen, positional, tagged by class name."""
+
+
+# --- handshake -------------------------------------------------------------
+
+
+class ServerHello(Message, frozen=True):
+    version: int
+    nonce: bytes
+    server: str = ""
+
+
+class ClientHello(Message, frozen=True):
+    version: int
+    role: str  # "client" | "node" | "admin"
+    nonce: bytes
+    mac: bytes
+    tenant: str = ""
+    name: str = ""
+
+
+class ServerAuth(Message, frozen=True):
+    mac: bytes
+
+
+class Refused(Message, frozen=True):
+    reason: str
+
+
+# --- job data shared by several hops ---------------------------------------
+
+
+class JobSubmit(Message, frozen=True):
+    """One job of a Submit batch. ``uid`` is chosen by the client (idempotent resends)."""
+
+    uid: str
+    payload: bytes  # cloudpickled (args, kwargs): opaque to the scheduler
+
+
+class Task(Message, frozen=True):
+    """A job as a node sees it."""
+
+    uid: str
+    cluster_id: str
+    payload: bytes
+
+
+class ClusterDef(Message, frozen=True):
+    """A cluster's computation as nodes need it; ``spec`` is opaque to the scheduler."""
+
+    cluster_id: str
+    spec: bytes
+
+
+class JobStarted(Message, frozen=True):
+    uid: str
+    node: str
+    started_at: float
+
+
+class JobResult(Message, frozen=True):
+    uid: str
+    status: str  # "FINISHED" | "FAILED" (| "CANCELLED" | "ABANDONED" set by the scheduler)
+    payload: bytes = b""  # cloudpickled return value or exception: opaque to the scheduler
+    stdout: str = ""
+    stderr: str = ""
+    traceback: str = ""
+    reason: str = ""
+    exit_code: int | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    node: str = ""
+
+
+# --- client <-> scheduler --------------------------------------------------
+
+
+class OpenCluster(Message, frozen=True):
+    cluster_id: str
+    name: str
+    spec: bytes  # see fairpool.clusterspec: opaque to the scheduler
+    reentrant: bool = False
+    priority: int = 0
+
+
+class ClusterOpened(Message, frozen=True):
+    cluster_id: str
+
+
+class Submit(Message, frozen=True):
+    cluster_id: str
+    jobs: list[JobSubmit]
+
+
+class Queued(Message, frozen=True):
+    """Acknowledges submitted jobs: from here on they are the scheduler's to keep."""
+
+    cluster_id: str
+    uids: list[str]
+    at: float
+
+
+class JobsUpdate(Message, frozen=True):
+    started: list[JobStarted]
+    results: list[JobResult]
+
+
+class AckResults(Message, frozen=True):
+    """The client holds these results: the scheduler may forget them."""
+
+    uids: list[str]
+
+
+class CloseCluster(Message, frozen=True):
+    cluster_id: str
+
+
+class ClusterClosed(Message, frozen=True):
+    cluster_id: str
+
+
+class Error(Message, frozen=True):
+    """A request was refused; the connection stays open."""
+
+    reason: str
+    ref: str = ""
+
+
+class Heartbeat(Message, frozen=True):
+    at: float
+
+
+# --- scheduler <-> node (and node <-> worker) ------------------------------
+
+
+class NodeReady(Message, frozen=True):
+    name: str
+    cpus: int
+    memory: int = 0  # bytes
+    gpus: int = 0
+
+
+class Dispatch(Message, frozen=True):
+    clusters: list[ClusterDef]
+    tasks: list[Task]
+
+
+class ReleaseCluster(Message, frozen=True):
+    cluster_id: str
+
+
+class NodeProgress(Message, frozen=True):
+    started: list[JobStarted]
+    results: list[JobResult]
+
+
+class WorkerReady(Message, frozen=True):
+    pid: int
+
+
+AnyMessage = Union[
+    ServerHello,
+    ClientHello,
+    ServerAuth,
+    Refused,
+    JobSubmit,
+    Task,
+    ClusterDef,
+    JobStarted,
+    JobResult,
+    OpenCluster,
+    ClusterOpened,
+    Submit,
+    Queued,
+    JobsUpdate,
+    AckResults,
+    CloseCluster,
+    ClusterClosed,
+    Error,
+    Heartbeat,
+    NodeReady,
+    Dispatch,
+    ReleaseCluster,
+    NodeProgress,
+    WorkerReady,
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
+
+
+class MessageError(ValueError):
+    """Bytes that are not a well-formed message of this protocol version."""
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes | memoryview) -> AnyMessage:
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MessageError(f"malformed message: {exc}") from None

@@ -1,0 +1,158 @@
+"""The trio shell around the sans-IO protocol: framed streams, batched outboxes, handshakes.
+
+Everything that talks over a socket (scheduler, node, client, admin) uses
+these: ``MessageStream`` reads whatever the socket has and returns all the
+messages in it; ``Outbox`` lets any task queue a message while one writer
+task sends everything queued in one ``send_all`` (batching at every hop);
+``open_connection`` / ``accept_handshake`` run the HMAC handshake under a
+deadline.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from fairpool.address import Address
+from fairpool.handshake import AuthError, ClientHandshake, Peer, ServerHandshake
+from fairpool.messages import AnyMessage, Message, Refused
+from fairpool.protocol import DEFAULT_MAX_FRAME, PREAUTH_MAX_FRAME, Connection, ProtocolError
+
+RECEIVE_SIZE = 256 * 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection (cleanly, between frames)."""
+
+
+class MessageStream:
+    def __init__(self, stream: trio.abc.Stream, max_frame: int = PREAUTH_MAX_FRAME) -> None:
+        self.stream = stream
+        self.protocol = Connection(max_frame)
+
+    async def receive(self) -> list[AnyMessage]:
+        """Wait for at least one message; return every complete message received so far."""
+        while True:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ConnectionClosed(f"connection lost: {exc}") from None
+            messages = self.protocol.receive_data(data)
+            if messages:
+                return messages
+            if not data:
+                raise ConnectionClosed("connection closed by peer")
+
+    async def send(self, *messages: Message) -> None:
+        try:
+            await self.stream.send_all(self.protocol.send(*messages))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionClosed(f"connection lost: {exc}") from None
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            await self.stream.aclose()
+
+
+class Outbox:
+    """Messages queued by any task, sent by one writer task in batches."""
+
+    def __init__(self) -> None:
+        self._items: list[Message] = []
+        self._wakeup = trio.Event()
+        self.sent_batches = 0
+
+    def put(self, message: Message) -> None:
+        self._items.append(message)
+        self._wakeup.set()
+
+    def extend(self, messages: list[Message]) -> None:
+        if messages:
+            self._items.extend(messages)
+            self._wakeup.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def run_writer(self, stream: MessageStream) -> None:
+        """Send what is queued until the stream breaks (ConnectionClosed) or we are cancelled."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            items, self._items = self._items, []
+            if items:
+                self.sent_batches += 1
+                await stream.send(*items)
+
+
+async def accept_handshake(
+    stream: MessageStream,
+    secret: bytes,
+    *,
+    server_name: str = "",
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> Peer:
+    """Authenticate a peer that connected to us; raise AuthError/ProtocolError/ConnectionClosed."""
+    handshake = ServerHandshake(secret, server_name)
+    try:
+        with trio.fail_after(timeout):
+            await stream.send(handshake.hello())
+            messages = await stream.receive()
+            if len(messages) != 1:
+                raise AuthError("unexpected messages before authentication")
+            try:
+                peer, auth = handshake.check(messages[0])
+            except AuthError as exc:
+                with trio.move_on_after(1):
+                    await stream.send(Refused(str(exc)))
+                raise
+            await stream.send(auth)
+    except trio.TooSlowError:
+        raise AuthError(f"handshake not completed within {timeout:g}s") from None
+    stream.protocol.max_frame = max_frame
+    return peer
+
+
+async def open_connection(
+    address: Address,
+    secret: bytes,
+    *,
+    role: str,
+    tenant: str = "",
+    name: str = "",
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> MessageStream:
+    """Connect to a scheduler and authenticate both ways."""
+    try:
+        with trio.fail_after(timeout):
+            tcp = await trio.open_tcp_stream(address.host, address.port)
+    except trio.TooSlowError:
+        raise ConnectionClosed(f"could not connect to {address} within {timeout:g}s") from None
+    except OSError as exc:
+        raise ConnectionClosed(f"could not connect to {address}: {exc.strerror or exc}") from None
+    stream = MessageStream(tcp)
+    handshake = ClientHandshake(secret, role, tenant, name)
+    try:
+        with trio.fail_after(timeout):
+            (hello,) = await _one(stream)
+            await stream.send(handshake.respond(hello))
+            (answer,) = await _one(stream)
+            handshake.finish(answer)
+    except trio.TooSlowError:
+        await stream.aclose()
+        raise AuthError(f"handshake with {address} not completed within {timeout:g}s") from None
+    except (AuthError, ProtocolError, ConnectionClosed):
+        await stream.aclose()
+        raise
+    stream.protocol.max_frame = max_frame
+    return stream
+
+
+async def _one(stream: MessageStream) -> list[AnyMessage]:
+    messages = await stream.receive()
+    if len(messages) != 1:
+        raise ProtocolError("unexpected messages during the handshake")
+    return messages

@@ -1,0 +1,1 @@
+"""fairpool.nodes: the node daemon, its worker processes and the in-job runtime."""

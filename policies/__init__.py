@@ -1,0 +1,1 @@
+"""fairpool.policies: fair-share policies, pure and deterministic."""

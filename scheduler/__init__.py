@@ -1,0 +1,1 @@
+"""fairpool.scheduler: the scheduler daemon (pure SchedulerState, trio shell, journal, http)."""
