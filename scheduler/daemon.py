@@ -1,0 +1,177 @@
+"""The scheduler daemon: the trio shell around SchedulerState.
+
+One nursery tree: a state task owns ``SchedulerState`` and is the only code
+that touches it; each connection has a reader task (frames -> stimuli on a
+bounded channel) and a writer task (an Outbox flushed in batches); a ticker
+sends ``Tick`` for heartbeat checks. The state task drains every stimulus
+that is waiting before it acts, so a burst of messages costs one pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from fairpool.address import Address
+from fairpool.config import SchedulerConfig
+from fairpool.handshake import AuthError
+from fairpool.messages import Heartbeat
+from fairpool.policies.registry import make_policy
+from fairpool.protocol import ProtocolError
+from fairpool.scheduler.events import Close, Connected, Disconnected, Log, Received, Send, Stimulus, Tick
+from fairpool.scheduler.state import SchedulerState
+from fairpool.secret import ensure_secret
+from fairpool.wire import ConnectionClosed, MessageStream, Outbox, accept_handshake
+
+log = structlog.get_logger("fairpool.scheduler")
+
+INBOX_SIZE = 4096
+ADDRESS_FILE = "scheduler.address"
+
+
+@dataclass
+class _Link:
+    """The shell's side of one authenticated connection."""
+
+    outbox: Outbox
+    cancel_scope: trio.CancelScope
+    peer_desc: str
+
+
+class SchedulerServer:
+    def __init__(self, config: SchedulerConfig, secret: bytes) -> None:
+        self.config = config
+        self._secret = secret
+        self.state = SchedulerState(make_policy(config.policy), heartbeat_timeout=config.heartbeat_timeout)
+        self._send_inbox, self._inbox = trio.open_memory_channel[Stimulus](INBOX_SIZE)
+        self._links: dict[int, _Link] = {}
+        self._ids = itertools.count(1)
+
+    # --- the state task -----------------------------------------------------
+
+    async def run_state(self) -> None:
+        async for stimulus in self._inbox:
+            batch = [stimulus]
+            while True:
+                try:
+                    batch.append(self._inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for item in batch:
+                self._execute(self.state.handle(item))
+
+    def _execute(self, instructions: list) -> None:  # type: ignore[type-arg]
+        for instruction in instructions:
+            match instruction:
+                case Send(conn, message):
+                    link = self._links.get(conn)
+                    if link is not None:
+                        link.outbox.put(message)
+                case Close(conn, reason):
+                    link = self._links.get(conn)
+                    if link is not None:
+                        log.info("closing connection", peer=link.peer_desc, reason=reason)
+                        link.cancel_scope.cancel()
+                case Log(level, event, fields):
+                    getattr(log, level)(event, **dict(fields))
+
+    async def run_ticker(self) -> None:
+        interval = self.config.heartbeat_interval
+        while True:
+            await trio.sleep(interval)
+            now = time.time()
+            await self._send_inbox.send(Tick(now))
+            for link in self._links.values():
+                link.outbox.put(Heartbeat(now))
+
+    # --- connections --------------------------------------------------------
+
+    async def handle_connection(self, stream: trio.SocketStream) -> None:
+        peer_desc = _describe(stream)
+        messages = MessageStream(stream)
+        try:
+            peer = await accept_handshake(messages, self._secret, server_name=self.config.name,
+                                          timeout=self.config.handshake_timeout,
+                                          max_frame=self.config.max_frame_size)
+        except (AuthError, ProtocolError, ConnectionClosed) as exc:
+            log.warning("connection refused", peer=peer_desc, reason=str(exc))
+            await messages.aclose()
+            return
+        conn = next(self._ids)
+        desc = f"{peer.role} {peer.name or '?'} ({peer.tenant or '-'}) at {peer_desc}"
+        log.debug("connected", peer=desc, conn=conn)
+        reason = "closed"
+        outbox = Outbox()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._links[conn] = _Link(outbox, nursery.cancel_scope, desc)
+                await self._send_inbox.send(Connected(conn, peer, time.time()))
+                nursery.start_soon(self._write, outbox, messages, nursery.cancel_scope)
+                try:
+                    while True:
+                        batch = await messages.receive()
+                        await self._send_inbox.send(Received(conn, tuple(batch), time.time()))
+                except ConnectionClosed as exc:
+                    reason = str(exc)
+                except ProtocolError as exc:
+                    reason = f"protocol error: {exc}"
+                    log.warning("protocol error", peer=desc, reason=str(exc))
+                nursery.cancel_scope.cancel()
+        finally:
+            self._links.pop(conn, None)
+            with trio.CancelScope(shield=True):
+                await self._send_inbox.send(Disconnected(conn, reason, time.time()))
+                await messages.aclose()
+            log.debug("disconnected", peer=desc, reason=reason)
+
+    @staticmethod
+    async def _write(outbox: Outbox, messages: MessageStream, scope: trio.CancelScope) -> None:
+        try:
+            await outbox.run_writer(messages)
+        except ConnectionClosed:
+            scope.cancel()
+
+
+def _describe(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return str(Address(host, port))
+
+
+async def serve_scheduler(config: SchedulerConfig, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the scheduler until cancelled. ``task_status.started`` gets the bound address."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    secret = ensure_secret(config.secret_path)
+    server = SchedulerServer(config, secret)
+    listeners = await trio.open_tcp_listeners(config.listen.port, host=config.listen.host)
+    host, port = listeners[0].socket.getsockname()[:2]
+    bound = Address(host, port)
+    address_file = config.state_dir / ADDRESS_FILE
+    tmp = address_file.with_suffix(".tmp")
+    tmp.write_text(f"{bound}\n")
+    os.replace(tmp, address_file)  # readers never see a half-written address
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run_state)
+        nursery.start_soon(server.run_ticker)
+        nursery.start_soon(_serve, listeners, server)
+        log.info("scheduler listening", address=str(bound), policy=server.state.policy.name,
+                 secret_file=str(config.secret_path))
+        task_status.started(bound)
+        try:
+            await trio.sleep(math.inf)
+        finally:
+            with trio.CancelScope(shield=True):
+                address_file.unlink(missing_ok=True)
+                log.info("scheduler stopped", **server.state.statistics())
+
+
+async def _serve(listeners: list[trio.SocketListener], server: SchedulerServer) -> None:
+    await trio.serve_listeners(server.handle_connection, listeners)

@@ -1,0 +1,67 @@
+"""What drives SchedulerState (stimuli) and what it asks the shell to do (instructions).
+
+Stimuli are transport-level facts stamped with ``now`` by the shell; the pure
+core reads no clock. Instructions are the only way the core acts on the world.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fairpool.handshake import Peer
+from fairpool.messages import AnyMessage, Message
+
+
+@dataclass(frozen=True)
+class Connected:
+    conn: int
+    peer: Peer
+    now: float
+
+
+@dataclass(frozen=True)
+class Received:
+    conn: int
+    messages: tuple[AnyMessage, ...]
+    now: float
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    conn: int
+    reason: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passes: check heartbeats."""
+
+    now: float
+
+
+Stimulus = Connected | Received | Disconnected | Tick
+
+
+@dataclass(frozen=True)
+class Send:
+    conn: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class Close:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Log:
+    """Something an operator should see; ``level`` is a structlog method name."""
+
+    level: str
+    event: str
+    fields: tuple[tuple[str, object], ...] = ()
+
+
+Instruction = Send | Close | Log

@@ -1,0 +1,110 @@
+"""The scheduler's mutable bookkeeping for jobs, clusters, nodes and connections.
+
+Plain slotted classes: they live inside SchedulerState and never leave it
+(messages and policy views are what others see).
+"""
+
+from __future__ import annotations
+
+from fairpool.jobstatus import JobStatus
+from fairpool.messages import JobResult
+
+# How much queued work a node may hold beyond its CPUs, in seconds of its jobs'
+# average runtime: enough that workers never wait for a round trip on trivial
+# jobs, and nothing held back from other nodes when jobs are long.
+PREFETCH_HORIZON = 0.02
+MAX_PREFETCH = 1024
+RUNTIME_EWMA = 0.2
+
+
+class JobRecord:
+    __slots__ = (
+        "uid", "cluster_id", "tenant", "payload", "seq", "priority", "status",
+        "node_conn", "node", "submitted_at", "started_at", "result", "reported_start",
+    )
+
+    def __init__(self, uid: str, cluster_id: str, tenant: str, payload: bytes, seq: int,
+                 priority: int, submitted_at: float) -> None:
+        self.uid = uid
+        self.cluster_id = cluster_id
+        self.tenant = tenant
+        self.payload = payload
+        self.seq = seq
+        self.priority = priority
+        self.status = JobStatus.QUEUED
+        self.node_conn: int | None = None
+        self.node = ""
+        self.submitted_at = submitted_at
+        self.started_at = 0.0
+        self.result: JobResult | None = None
+        self.reported_start = False
+
+
+class ClusterRecord:
+    __slots__ = ("cluster_id", "tenant", "name", "spec", "reentrant", "priority", "conn",
+                 "jobs", "closed", "released", "nodes_with_spec", "created_at")
+
+    def __init__(self, cluster_id: str, tenant: str, name: str, spec: bytes, reentrant: bool,
+                 priority: int, conn: int | None, created_at: float) -> None:
+        self.cluster_id = cluster_id
+        self.tenant = tenant
+        self.name = name
+        self.spec = spec
+        self.reentrant = reentrant
+        self.priority = priority
+        self.conn = conn  # the attached client connection, None while detached
+        self.jobs: dict[str, JobRecord] = {}
+        self.closed = False
+        self.released = False
+        self.nodes_with_spec: set[int] = set()  # node connections that have its ClusterDef
+        self.created_at = created_at
+
+    def unfinished(self) -> int:
+        return sum(1 for j in self.jobs.values() if not j.status.is_final)
+
+
+class NodeRecord:
+    __slots__ = ("conn", "name", "cpus", "memory", "gpus", "assigned", "avg_runtime",
+                 "done", "joined_at", "state")
+
+    def __init__(self, conn: int, name: str, cpus: int, memory: int, gpus: int, now: float) -> None:
+        self.conn = conn
+        self.name = name
+        self.cpus = cpus
+        self.memory = memory
+        self.gpus = gpus
+        self.assigned: dict[str, JobRecord] = {}
+        self.avg_runtime: float | None = None
+        self.done = 0
+        self.joined_at = now
+        self.state = "up"
+
+    def capacity(self) -> int:
+        if self.state != "up":
+            return 0
+        if self.avg_runtime is None:
+            return self.cpus * 2
+        prefetch = int(self.cpus * PREFETCH_HORIZON / max(self.avg_runtime, 1e-6))
+        return self.cpus + min(prefetch, MAX_PREFETCH)
+
+    def free(self) -> int:
+        return self.capacity() - len(self.assigned)
+
+    def observe_runtime(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        if self.avg_runtime is None:
+            self.avg_runtime = seconds
+        else:
+            self.avg_runtime += RUNTIME_EWMA * (seconds - self.avg_runtime)
+
+
+class ConnRecord:
+    __slots__ = ("conn", "role", "tenant", "name", "last_seen", "node")
+
+    def __init__(self, conn: int, role: str, tenant: str, name: str, now: float) -> None:
+        self.conn = conn
+        self.role = role
+        self.tenant = tenant
+        self.name = name
+        self.last_seen = now
+        self.node: NodeRecord | None = None
