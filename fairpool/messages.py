@@ -18,8 +18,6 @@ Who sends what:
 
 from __future__ import annotations
 
-from typing import Union
-
 import msgspec
 
 PROTOCOL_VERSION = 1
@@ -186,33 +184,32 @@ class WorkerReady(Message, frozen=True):
     pid: int
 
 
-AnyMessage = Union[
-    ServerHello,
-    ClientHello,
-    ServerAuth,
-    Refused,
-    JobSubmit,
-    Task,
-    ClusterDef,
-    JobStarted,
-    JobResult,
-    OpenCluster,
-    ClusterOpened,
-    Submit,
-    Queued,
-    JobsUpdate,
-    AckResults,
-    CloseCluster,
-    ClusterClosed,
-    Error,
-    Heartbeat,
-    NodeReady,
-    Dispatch,
-    ReleaseCluster,
-    NodeProgress,
-    WorkerReady,
-]
-
+AnyMessage = (
+    ServerHello
+    | ClientHello
+    | ServerAuth
+    | Refused
+    | JobSubmit
+    | Task
+    | ClusterDef
+    | JobStarted
+    | JobResult
+    | OpenCluster
+    | ClusterOpened
+    | Submit
+    | Queued
+    | JobsUpdate
+    | AckResults
+    | CloseCluster
+    | ClusterClosed
+    | Error
+    | Heartbeat
+    | NodeReady
+    | Dispatch
+    | ReleaseCluster
+    | NodeProgress
+    | WorkerReady
+)
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
 

@@ -17,15 +17,24 @@ from dataclasses import dataclass
 
 import structlog
 import trio
+from fairpool.policies.registry import make_policy
+from fairpool.scheduler.events import (
+    Close,
+    Connected,
+    Disconnected,
+    Log,
+    Received,
+    Send,
+    Stimulus,
+    Tick,
+)
+from fairpool.scheduler.state import SchedulerState
 
 from fairpool.address import Address
 from fairpool.config import SchedulerConfig
 from fairpool.handshake import AuthError
 from fairpool.messages import Heartbeat
-from fairpool.policies.registry import make_policy
 from fairpool.protocol import ProtocolError
-from fairpool.scheduler.events import Close, Connected, Disconnected, Log, Received, Send, Stimulus, Tick
-from fairpool.scheduler.state import SchedulerState
 from fairpool.secret import ensure_secret
 from fairpool.wire import ConnectionClosed, MessageStream, Outbox, accept_handshake
 
@@ -168,9 +177,8 @@ async def serve_scheduler(config: SchedulerConfig, *, task_status: trio.TaskStat
         try:
             await trio.sleep(math.inf)
         finally:
-            with trio.CancelScope(shield=True):
-                address_file.unlink(missing_ok=True)
-                log.info("scheduler stopped", **server.state.statistics())
+            address_file.unlink(missing_ok=True)
+            log.info("scheduler stopped", **server.state.statistics())
 
 
 async def _serve(listeners: list[trio.SocketListener], server: SchedulerServer) -> None:

@@ -13,28 +13,6 @@ from collections import defaultdict
 from itertools import islice
 from typing import Any
 
-from fairpool.jobstatus import JobStatus
-from fairpool.messages import (
-    AckResults,
-    AnyMessage,
-    CloseCluster,
-    ClusterClosed,
-    ClusterDef,
-    ClusterOpened,
-    Dispatch,
-    Error,
-    Heartbeat,
-    JobResult,
-    JobsUpdate,
-    JobStarted,
-    NodeProgress,
-    NodeReady,
-    OpenCluster,
-    Queued,
-    ReleaseCluster,
-    Submit,
-    Task,
-)
 from fairpool.policies.base import Policy
 from fairpool.scheduler.events import (
     Close,
@@ -48,6 +26,29 @@ from fairpool.scheduler.events import (
     Tick,
 )
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
+
+from fairpool.jobstatus import JobStatus
+from fairpool.messages import (
+    AckResults,
+    AnyMessage,
+    CloseCluster,
+    ClusterClosed,
+    ClusterDef,
+    ClusterOpened,
+    Dispatch,
+    Error,
+    Heartbeat,
+    JobResult,
+    JobStarted,
+    JobsUpdate,
+    NodeProgress,
+    NodeReady,
+    OpenCluster,
+    Queued,
+    ReleaseCluster,
+    Submit,
+    Task,
+)
 
 _NODE_FINAL = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value})
 NOT_FOUND = "no such cluster"  # also the answer for another tenant's cluster: same words
