@@ -61,7 +61,13 @@ class Outbox:
     def __init__(self) -> None:
         self._items: list[Message] = []
         self._wakeup = trio.Event()
+        self._closing = False
         self.sent_batches = 0
+
+    def close(self) -> None:
+        """Send what is queued, then stop the writer (e.g. an Error before hanging up)."""
+        self._closing = True
+        self._wakeup.set()
 
     def put(self, message: Message) -> None:
         self._items.append(message)
@@ -76,7 +82,7 @@ class Outbox:
         return len(self._items)
 
     async def run_writer(self, stream: MessageStream) -> None:
-        """Send what is queued until the stream breaks (ConnectionClosed) or we are cancelled."""
+        """Send what is queued until closed, the stream breaks (ConnectionClosed) or we are cancelled."""
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
@@ -84,6 +90,8 @@ class Outbox:
             if items:
                 self.sent_batches += 1
                 await stream.send(*items)
+            if self._closing and not self._items:
+                return
 
 
 async def accept_handshake(

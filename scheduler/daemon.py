@@ -42,6 +42,7 @@ log = structlog.get_logger("fairpool.scheduler")
 
 INBOX_SIZE = 4096
 ADDRESS_FILE = "scheduler.address"
+CLOSE_GRACE = 5.0  # seconds a closing connection gets to flush its last messages
 
 
 @dataclass
@@ -86,7 +87,9 @@ class SchedulerServer:
                     link = self._links.get(conn)
                     if link is not None:
                         log.info("closing connection", peer=link.peer_desc, reason=reason)
-                        link.cancel_scope.cancel()
+                        link.outbox.close()  # flush what we told the peer, then hang up
+                        link.cancel_scope.deadline = min(link.cancel_scope.deadline,
+                                                         trio.current_time() + CLOSE_GRACE)
                 case Log(level, event, fields):
                     getattr(log, level)(event, **dict(fields))
 
@@ -144,7 +147,8 @@ class SchedulerServer:
         try:
             await outbox.run_writer(messages)
         except ConnectionClosed:
-            scope.cancel()
+            pass
+        scope.cancel()
 
 
 def _describe(stream: trio.SocketStream) -> str:
