@@ -38,7 +38,7 @@ def encode_spec(spec: ClusterSpec) -> bytes:
 def decode_spec(data: bytes) -> ClusterSpec:
     try:
         spec = msgspec.msgpack.decode(data, type=ClusterSpec)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise SpecError(f"malformed cluster spec: {exc}") from None
     if spec.kind not in ("function", "program"):
         raise SpecError(f"unknown computation kind {spec.kind!r}")

@@ -38,7 +38,8 @@ class Peer:
 
 
 def _client_mac(secret: bytes, server_nonce: bytes, client_nonce: bytes, role: str, tenant: str, name: str) -> bytes:
-    ident = b"\0".join(s.encode() for s in (role, tenant, name))
+    # Length-prefixed, so that no two identities (e.g. with NULs inside) MAC alike.
+    ident = b"".join(len(b).to_bytes(4, "big") + b for b in (s.encode() for s in (role, tenant, name)))
     return hmac.new(secret, b"fairpool-client\0" + server_nonce + client_nonce + ident, hashlib.sha256).digest()
 
 

@@ -225,5 +225,5 @@ def encode(message: Message) -> bytes:
 def decode(data: bytes | memoryview) -> AnyMessage:
     try:
         return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise MessageError(f"malformed message: {exc}") from None

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 import structlog
 import trio
+
+from fairpool.address import Address
+from fairpool.config import SchedulerConfig
+from fairpool.handshake import AuthError
+from fairpool.messages import Heartbeat
 from fairpool.policies.registry import make_policy
+from fairpool.protocol import ProtocolError
 from fairpool.scheduler.events import (
     Close,
     Connected,
@@ -29,12 +35,6 @@ from fairpool.scheduler.events import (
     Tick,
 )
 from fairpool.scheduler.state import SchedulerState
-
-from fairpool.address import Address
-from fairpool.config import SchedulerConfig
-from fairpool.handshake import AuthError
-from fairpool.messages import Heartbeat
-from fairpool.protocol import ProtocolError
 from fairpool.secret import ensure_secret
 from fairpool.wire import ConnectionClosed, MessageStream, Outbox, accept_handshake
 
@@ -105,6 +105,12 @@ class SchedulerServer:
     # --- connections --------------------------------------------------------
 
     async def handle_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._handle_connection(stream)
+        except Exception:  # noqa: BLE001 - one broken connection must not stop the server
+            log.exception("connection handler failed", peer=_describe(stream))
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
         peer_desc = _describe(stream)
         messages = MessageStream(stream)
         try:

@@ -13,20 +13,6 @@ from collections import defaultdict
 from itertools import islice
 from typing import Any
 
-from fairpool.policies.base import Policy
-from fairpool.scheduler.events import (
-    Close,
-    Connected,
-    Disconnected,
-    Instruction,
-    Log,
-    Received,
-    Send,
-    Stimulus,
-    Tick,
-)
-from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
-
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import (
     AckResults,
@@ -49,6 +35,19 @@ from fairpool.messages import (
     Submit,
     Task,
 )
+from fairpool.policies.base import Policy
+from fairpool.scheduler.events import (
+    Close,
+    Connected,
+    Disconnected,
+    Instruction,
+    Log,
+    Received,
+    Send,
+    Stimulus,
+    Tick,
+)
+from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
 _NODE_FINAL = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value})
 NOT_FOUND = "no such cluster"  # also the answer for another tenant's cluster: same words
@@ -105,6 +104,9 @@ class SchedulerState:
 
     def _on_message(self, conn: ConnRecord, message: AnyMessage, now: float) -> None:
         match conn.role, message:
+            case "node", Heartbeat():
+                # Echoed: the node then knows everything it sent before was received.
+                self._out.append(Send(conn.conn, message))
             case _, Heartbeat():
                 pass
             case "client", Submit():
@@ -173,6 +175,10 @@ class SchedulerState:
             if not spec.uid.startswith(prefix):
                 self._out.append(Send(conn.conn, Error(f"job uid {spec.uid!r} must start with {prefix!r}", spec.uid)))
                 continue
+            other = self.jobs.get(spec.uid)
+            if other is not None and other.cluster_id != cluster.cluster_id:
+                self._out.append(Send(conn.conn, Error(f"job uid {spec.uid!r} is taken", spec.uid)))
+                continue
             uids.append(spec.uid)
             if spec.uid in cluster.jobs:
                 continue  # a resend after a reconnect: acknowledged again, not queued twice
@@ -202,7 +208,7 @@ class SchedulerState:
             return
         cluster.closed = True
         for job in list(cluster.jobs.values()):
-            if job.status is JobStatus.QUEUED:
+            if job.status is JobStatus.QUEUED and job.node_conn is None:  # not yet on a node
                 self.policy.dequeue(job)
                 self._finish(job, JobResult(job.uid, JobStatus.CANCELLED.value, reason="cluster closed"))
         self._maybe_release(cluster)
@@ -242,6 +248,10 @@ class SchedulerState:
         if node is None:
             self._violation(conn, "NodeProgress before NodeReady")
             return
+        bad = next((r.status for r in results if r.status not in _NODE_FINAL), None)
+        if bad is not None:  # refuse the whole message: nothing of it is applied
+            self._violation(conn, f"job status {bad!r} from a node")
+            return
         for event in started:
             job = node.assigned.get(event.uid)
             if job is None or job.status is not JobStatus.QUEUED and job.status is not JobStatus.RUNNING:
@@ -252,9 +262,6 @@ class SchedulerState:
             if cluster.conn is not None:
                 self._started[cluster.conn].append(JobStarted(job.uid, node.name, event.started_at))
         for result in results:
-            if result.status not in _NODE_FINAL:
-                self._violation(conn, f"job status {result.status!r} from a node")
-                return
             job = node.assigned.pop(result.uid, None)
             if job is None:
                 continue  # not ours (any more): e.g. abandoned after a timeout

@@ -1,0 +1,275 @@
+"""The trio side of a cluster: connect, open, send batched submits, apply updates, reconnect.
+
+``ClusterConnection`` keeps one ``ClusterSession`` connected to the
+scheduler. ``open()`` connects, authenticates and sends ``OpenCluster``
+(re-attaching if the cluster exists), raising ``SchedulerConnectionError``
+with the address and reason. ``serve(stream)`` then runs three tasks per
+connection -- the ``Outbox`` writer, the reader and the heartbeat -- and when
+the connection is lost, reconnects with exponential backoff and jitter,
+re-opens the cluster and resends every job not yet acknowledged by
+``Queued``. It returns once the scheduler confirms ``ClusterClosed`` (or
+refuses to re-open the cluster, which ends every pending job with that error).
+
+Work arrives from other threads through ``request_flush()``: one
+``run_sync_soon`` per burst of submits, after which ``_flush`` moves every job
+registered so far into Submit messages on the current outbox. The reader
+handles all the messages one receive returned before it sends one
+``AckResults`` for them. The same object serves a synchronous cluster (run on
+a ``LoopThread``) and can serve an async one in the caller's own trio loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from fairpool.clients.errors import ClusterRefused, SchedulerConnectionError
+from fairpool.clients.session import ClusterSession
+from fairpool.clients.settings import ClientSettings
+from fairpool.handshake import AuthError
+from fairpool.messages import (
+    AnyMessage,
+    CloseCluster,
+    ClusterClosed,
+    ClusterOpened,
+    Error,
+    Heartbeat,
+    OpenCluster,
+)
+from fairpool.protocol import DEFAULT_MAX_FRAME, ProtocolError
+from fairpool.wire import ConnectionClosed, MessageStream, Outbox, open_connection
+
+logger = logging.getLogger("fairpool.clients")
+
+
+@dataclass(frozen=True)
+class ConnectionTiming:
+    connect_timeout: float = 10.0  # connect + handshake + ClusterOpened
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 10.0  # nothing heard from the scheduler this long: connection is dead
+    reconnect_min_delay: float = 0.1
+    reconnect_max_delay: float = 5.0
+
+
+DEFAULT_TIMING = ConnectionTiming()
+
+
+class ClusterConnection:
+    def __init__(
+        self,
+        session: ClusterSession,
+        settings: ClientSettings,
+        open_message: OpenCluster,
+        timing: ConnectionTiming = DEFAULT_TIMING,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.open_message = open_message
+        self.timing = timing
+        self.connections = 0  # successful opens: 1 + reconnects
+        self.fatal: SchedulerConnectionError | None = None
+        self.cluster_closed = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._outbox: Outbox | None = None
+        self._closing = False
+        self._closed: trio.Event | None = None
+        self._last_heard = 0.0
+
+    @property
+    def cluster_id(self) -> str:
+        return self.open_message.cluster_id
+
+    # --- any thread -------------------------------------------------------------
+
+    def request_flush(self) -> None:
+        """Have the connection's trio thread send whatever the session holds. Raises
+        ``trio.RunFinishedError`` if that loop has ended."""
+        if self._token is None:
+            raise RuntimeError("the connection is not open")
+        self._token.run_sync_soon(self._flush)
+
+    # --- trio thread ------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the cluster (raising before ``started`` if that fails), then serve it."""
+        stream = await self.open()
+        task_status.started()
+        await self.serve(stream)
+
+    async def open(self) -> MessageStream:
+        """Connect, authenticate, send OpenCluster and wait for ClusterOpened, under one deadline."""
+        self._token = trio.lowlevel.current_trio_token()
+        if self._closed is None:
+            self._closed = trio.Event()
+        address = self.settings.scheduler
+        timeout = self.timing.connect_timeout
+        try:
+            with trio.fail_after(timeout):
+                stream = await open_connection(
+                    address,
+                    self.settings.secret,
+                    role="client",
+                    tenant=self.settings.tenant,
+                    name=self.settings.name,
+                    timeout=timeout,
+                    max_frame=DEFAULT_MAX_FRAME,
+                )
+                try:
+                    await stream.send(self.open_message)
+                    await self._await_opened(stream)
+                except BaseException:
+                    await stream.aclose()
+                    raise
+        except trio.TooSlowError:
+            raise SchedulerConnectionError(
+                f"the fairpool scheduler at {address} did not open the cluster within {timeout:g}s"
+            ) from None
+        except AuthError as exc:
+            raise SchedulerConnectionError(f"the fairpool scheduler at {address} refused the connection: {exc}") from None
+        except (ConnectionClosed, ProtocolError) as exc:
+            raise SchedulerConnectionError(f"cannot reach the fairpool scheduler at {address}: {exc}") from None
+        self.connections += 1
+        return stream
+
+    async def _await_opened(self, stream: MessageStream) -> None:
+        opened = False
+        while not opened:
+            for message in await stream.receive():
+                if isinstance(message, ClusterOpened) and message.cluster_id == self.cluster_id:
+                    opened = True
+                elif isinstance(message, Error) and message.ref == self.cluster_id:
+                    raise ClusterRefused(
+                        f"the fairpool scheduler at {self.settings.scheduler} refused to open "
+                        f"cluster {self.cluster_id}: {message.reason}"
+                    )
+                else:
+                    self._dispatch(message)  # e.g. results re-sent right after the re-attach
+
+    async def serve(self, stream: MessageStream) -> None:
+        """Keep the cluster connected until ClusterClosed (or a refused re-open)."""
+        while True:
+            lost = await self._serve_connection(stream)
+            if lost is None:
+                return
+            logger.warning(
+                "cluster %s: connection to the scheduler at %s lost (%s); reconnecting",
+                self.cluster_id, self.settings.scheduler, lost,
+            )
+            try:
+                stream = await self._reconnect()
+            except ClusterRefused as exc:
+                logger.error("cluster %s: %s", self.cluster_id, exc)
+                self.fatal = exc
+                self.session.abort_all(exc)
+                assert self._closed is not None
+                self._closed.set()
+                return
+            logger.warning("cluster %s: reconnected to the scheduler at %s", self.cluster_id, self.settings.scheduler)
+
+    async def close_cluster(self, timeout: float) -> bool:
+        """Send CloseCluster (now, or on the next connection) and wait for ClusterClosed;
+        False if ``timeout`` passed first."""
+        assert self._closed is not None
+        self._closing = True
+        if self._outbox is not None:
+            self._outbox.put(CloseCluster(self.cluster_id))
+        with trio.move_on_after(timeout):
+            await self._closed.wait()
+        return self.cluster_closed
+
+    async def _serve_connection(self, stream: MessageStream) -> str | None:
+        """Run one connection; return why it was lost, or None once the cluster is closed."""
+        outbox = Outbox()
+        outbox.extend(list(self.session.resubmits()))  # what the last connection left unacknowledged
+        acks = self.session.take_acks()
+        if acks is not None:
+            outbox.put(acks)
+        if self._closing:
+            outbox.put(CloseCluster(self.cluster_id))
+        lost: list[str] = []
+        self._last_heard = trio.current_time()
+        self._outbox = outbox
+        try:
+            async with trio.open_nursery() as nursery:
+                scope = nursery.cancel_scope
+                nursery.start_soon(self._guarded, lost, scope, outbox.run_writer, stream)
+                nursery.start_soon(self._guarded, lost, scope, self._read, stream, outbox)
+                nursery.start_soon(self._guarded, lost, scope, self._heartbeat, outbox, lost)
+        finally:
+            self._outbox = None
+            await stream.aclose()
+        if self.cluster_closed:
+            return None
+        return lost[0] if lost else "connection ended"
+
+    @staticmethod
+    async def _guarded(
+        lost: list[str], scope: trio.CancelScope, fn: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Run one of a connection's tasks; when any of them ends, the connection ends."""
+        try:
+            await fn(*args)
+        except (ConnectionClosed, ProtocolError) as exc:
+            lost.append(str(exc))
+        scope.cancel()
+
+    async def _read(self, stream: MessageStream, outbox: Outbox) -> None:
+        session = self.session
+        while not self.cluster_closed:
+            messages = await stream.receive()
+            self._last_heard = trio.current_time()
+            for message in messages:
+                self._dispatch(message)
+            acks = session.take_acks()
+            if acks is not None:
+                outbox.put(acks)
+
+    async def _heartbeat(self, outbox: Outbox, lost: list[str]) -> None:
+        interval, timeout = self.timing.heartbeat_interval, self.timing.heartbeat_timeout
+        while True:
+            await trio.sleep(interval)
+            if trio.current_time() - self._last_heard > timeout:
+                lost.append(f"nothing heard from the scheduler in {timeout:g}s")
+                return
+            outbox.put(Heartbeat(time.time()))
+
+    def _dispatch(self, message: AnyMessage) -> None:
+        if self.session.apply(message) or isinstance(message, Heartbeat | ClusterOpened):
+            return
+        if isinstance(message, ClusterClosed):
+            if message.cluster_id == self.cluster_id:
+                self.cluster_closed = True
+                assert self._closed is not None
+                self._closed.set()
+        elif isinstance(message, Error):
+            logger.warning("cluster %s: the scheduler reports an error: %s (about %r)", self.cluster_id, message.reason, message.ref)
+        else:
+            logger.debug("cluster %s: ignoring an unexpected %s", self.cluster_id, type(message).__name__)
+
+    def _flush(self) -> None:
+        # Runs as a run_sync_soon callback: an exception here would crash the whole trio run.
+        try:
+            submits = self.session.take_new()
+            if submits and self._outbox is not None:
+                self._outbox.extend(list(submits))
+            # Without an outbox the jobs wait in the session's unqueued set for the next connection.
+        except Exception:
+            logger.exception("cluster %s: could not queue submitted jobs for sending", self.cluster_id)
+
+    async def _reconnect(self) -> MessageStream:
+        delay = self.timing.reconnect_min_delay
+        while True:
+            await trio.sleep(delay * random.uniform(0.5, 1.0))  # jitter: clients must not reconnect in lockstep
+            try:
+                return await self.open()
+            except ClusterRefused:
+                raise
+            except SchedulerConnectionError as exc:
+                logger.info("cluster %s: reconnect failed: %s", self.cluster_id, exc)
+            delay = min(delay * 2, self.timing.reconnect_max_delay)

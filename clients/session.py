@@ -1,0 +1,206 @@
+"""The client's state of one cluster, without I/O: which jobs exist, what is unsent, unqueued, unacked.
+
+Two kinds of threads touch it. The user's threads register jobs
+(``add``/``add_many``: one short critical section per call, however many
+jobs) and wait on them (``wait``). The connection's trio thread takes the new
+jobs as batched ``Submit`` messages (``take_new``), applies what the scheduler
+says (``apply``) and collects ``AckResults`` (``take_acks``). Jobs stay in
+``_unqueued`` until a ``Queued`` acknowledges them, so after a reconnect
+``resubmits`` sends exactly those again, under the same uids (the scheduler
+ignores a uid it already has, so a resend never duplicates a job).
+
+Only ``add``/``add_many``/``jobs``/``wait`` and the counters are called from
+user threads; everything else runs in the connection thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from fairpool.clients.job import Job
+from fairpool.messages import (
+    AckResults,
+    AnyMessage,
+    Error,
+    JobResult,
+    JobSubmit,
+    JobsUpdate,
+    Queued,
+    Submit,
+)
+from fairpool.protocol import DEFAULT_MAX_FRAME
+
+#: Bounds on one Submit message, so no frame nears the peer's size limit and the
+#: scheduler can start on a huge submission before all of it has arrived.
+MAX_SUBMIT_JOBS = 10_000
+MAX_SUBMIT_BYTES = 16 * 1024 * 1024
+#: One job's pickled arguments must fit in a frame by itself.
+MAX_JOB_PAYLOAD = DEFAULT_MAX_FRAME - 64 * 1024
+
+
+class ClusterSession:
+    def __init__(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
+        self._lock = threading.Lock()
+        self._settled_all = threading.Condition(self._lock)
+        self._jobs: dict[str, Job] = {}
+        self._count = 0
+        self._new: list[JobSubmit] = []
+        self._flush_requested = False
+        self._outstanding = 0  # registered and not yet settled
+        self._aborted = 0  # settled without the scheduler's result
+        # connection thread only:
+        self._unqueued: dict[str, JobSubmit] = {}
+        self._acks: list[str] = []
+
+    # --- user threads ---------------------------------------------------------
+
+    def add(self, job: Job, payload: bytes) -> bool:
+        """Register one job; True if the caller must ask the connection to flush."""
+        with self._lock:
+            self._register(job, payload)
+            return self._request_flush()
+
+    def add_many(self, items: Iterable[tuple[Job, bytes]]) -> bool:
+        """Register many jobs under one lock acquisition (the bulk ``map`` path)."""
+        with self._lock:
+            for job, payload in items:
+                self._register(job, payload)
+            return self._request_flush()
+
+    def _register(self, job: Job, payload: bytes) -> None:
+        self._count += 1
+        uid = f"{self.cluster_id}.{self._count}"
+        job.uid = uid
+        self._jobs[uid] = job
+        self._new.append(JobSubmit(uid, payload))
+        self._outstanding += 1
+
+    def _request_flush(self) -> bool:
+        # One wake-up per burst: later submits ride along until the connection takes them.
+        if self._flush_requested or not self._new:
+            return False
+        self._flush_requested = True
+        return True
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every registered job is settled; False if ``timeout`` passed first."""
+        with self._settled_all:
+            return self._settled_all.wait_for(lambda: self._outstanding == 0, timeout)
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    def all_received(self) -> bool:
+        """Every job ended and its result reached us (none was settled locally by ``abort_all``)."""
+        with self._lock:
+            return self._outstanding == 0 and self._aborted == 0
+
+    def _settled(self, count: int, aborted: int = 0) -> None:
+        if count:
+            with self._settled_all:
+                self._outstanding -= count
+                self._aborted += aborted
+                if self._outstanding == 0:
+                    self._settled_all.notify_all()
+
+    # --- connection thread ----------------------------------------------------
+
+    def take_new(self) -> list[Submit]:
+        """The jobs registered since the last call, as Submit messages; they stay unqueued until Queued."""
+        with self._lock:
+            new, self._new = self._new, []
+            self._flush_requested = False
+        for item in new:
+            self._unqueued[item.uid] = item
+        return self._batches(new)
+
+    def resubmits(self) -> list[Submit]:
+        """Every job not yet acknowledged by Queued, for a fresh connection."""
+        return self._batches(list(self._unqueued.values()))
+
+    def _batches(self, items: list[JobSubmit]) -> list[Submit]:
+        batches: list[Submit] = []
+        batch: list[JobSubmit] = []
+        size = 0
+        for item in items:
+            if batch and (len(batch) >= MAX_SUBMIT_JOBS or size + len(item.payload) > MAX_SUBMIT_BYTES):
+                batches.append(Submit(self.cluster_id, batch))
+                batch, size = [], 0
+            batch.append(item)
+            size += len(item.payload)
+        if batch:
+            batches.append(Submit(self.cluster_id, batch))
+        return batches
+
+    @property
+    def unqueued(self) -> int:
+        return len(self._unqueued)
+
+    def apply(self, message: AnyMessage) -> bool:
+        """Apply a job message from the scheduler; False if it is not one this session handles."""
+        if isinstance(message, JobsUpdate):
+            self._apply_update(message)
+        elif isinstance(message, Queued):
+            if message.cluster_id == self.cluster_id:
+                self._apply_queued(message.uids)
+        elif isinstance(message, Error) and message.ref in self._jobs:
+            # A refused job: it will never run, so it ends here.
+            self._apply_results([JobResult(message.ref, "FAILED", reason=f"refused by the scheduler: {message.reason}")])
+        else:
+            return False
+        return True
+
+    def _apply_queued(self, uids: list[str]) -> None:
+        jobs = self._jobs
+        unqueued = self._unqueued
+        for uid in uids:
+            unqueued.pop(uid, None)
+            job = jobs.get(uid)
+            if job is not None:
+                job.mark_queued()
+
+    def _apply_update(self, update: JobsUpdate) -> None:
+        jobs = self._jobs
+        for started in update.started:
+            job = jobs.get(started.uid)
+            if job is not None:
+                self._unqueued.pop(started.uid, None)  # started implies queued, even if Queued was lost
+                job.mark_started(started.node, started.started_at)
+        if update.results:
+            self._apply_results(update.results)
+
+    def _apply_results(self, results: list[JobResult]) -> None:
+        jobs = self._jobs
+        settled = 0
+        for result in results:
+            job = jobs.get(result.uid)
+            if job is None:
+                # Not ours to acknowledge: the scheduler keeps it (a reattached client may claim it).
+                continue
+            self._unqueued.pop(result.uid, None)
+            if job.resolve(result):
+                settled += 1
+            # Acknowledge duplicates too: the first acknowledgement may have been lost.
+            self._acks.append(result.uid)
+        self._settled(settled)
+
+    def take_acks(self) -> AckResults | None:
+        if not self._acks:
+            return None
+        acks, self._acks = self._acks, []
+        return AckResults(acks)
+
+    def abort_all(self, error: BaseException) -> int:
+        """Settle every unsettled job with ``error`` (the cluster will not hear about them again)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        aborted = sum(1 for job in jobs if job.abort(error))
+        self._settled(aborted, aborted)
+        return aborted

@@ -1,0 +1,342 @@
+"""The node daemon: one authenticated connection to the scheduler in front of a WorkerPool.
+
+``serve_node`` installs each dispatched cluster's files under
+``<state_dir>/clusters/<cluster_id>/``, queues tasks on the ``WorkerPool``
+and sends progress back to the scheduler in batches (``NodeProgress``
+through a ``fairpool.wire.Outbox``: whatever is ready at each point, one send
+per batch), with a ``Heartbeat`` every ``heartbeat_interval``.
+
+The workers outlive the connection: when the scheduler goes away (crash,
+restart, network, refused secret) the node keeps running its jobs, holds
+their progress, and reconnects with exponential backoff and jitter; after
+reconnecting it announces itself again and re-sends what it held, plus what
+it sent in the last few seconds before the break, since bytes written to a
+socket just before the peer died may never have been read. The scheduler
+must therefore treat a result for a job that already ended as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+import trio
+
+from fairpool.clusterspec import ClusterSpec, SpecError, decode_spec, is_safe_file_name
+from fairpool.config import NodeConfig
+from fairpool.handshake import AuthError
+from fairpool.messages import (
+    AnyMessage,
+    ClusterDef,
+    Dispatch,
+    Heartbeat,
+    JobResult,
+    JobStarted,
+    NodeProgress,
+    NodeReady,
+    ReleaseCluster,
+    Task,
+)
+from fairpool.protocol import ProtocolError
+from fairpool.secret import ensure_secret
+from fairpool.wire import ConnectionClosed, MessageStream, Outbox, open_connection
+
+from .workerpool import WorkerPool
+
+log = structlog.get_logger("fairpool.node")
+
+INITIAL_RECONNECT_DELAY = 0.1
+#: Progress sent within this many seconds before a disconnect is sent again after reconnecting...
+RESEND_WINDOW = 5.0
+#: ...but no more than about this many bytes of it.
+RESEND_BYTES = 256 * 1024 * 1024
+MAX_HEARTBEAT_MARKS = 64
+#: Once the scheduler has heartbeated us, this many of our intervals without a word means it is gone.
+SILENCE_INTERVALS = 10
+
+
+def detect_memory() -> int:
+    """This host's physical memory in bytes (0 if it cannot be told)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+def write_cluster_files(directory: Path, spec: ClusterSpec) -> None:
+    """Write the spec's depends files into ``directory`` with their modes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for depend in spec.files:
+        if not is_safe_file_name(depend.name):  # decode_spec checks too: never trust one layer
+            raise SpecError(f"refused depends file name {depend.name!r}: it must be a plain file name")
+        mode = depend.mode & 0o777
+        if spec.kind == "program" and depend.name == spec.program:
+            mode |= 0o500  # the program must be runnable by its owner, whatever mode it came with
+        # O_NOFOLLOW: a symlink planted in the directory must not redirect the write
+        fd = os.open(directory / depend.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(depend.data)
+            os.fchmod(f.fileno(), mode)
+
+
+class _HeldProgress:
+    """Progress not yet handed to a connection, and what was handed over but not known read.
+
+    A batch handed over stays "recent" until the scheduler acknowledges it (by
+    echoing one of our heartbeats sent after it), or RESEND_WINDOW passes, or
+    the recent batches exceed RESEND_BYTES; after a disconnect the recent
+    batches are held again, ahead of the rest.
+    """
+
+    def __init__(self) -> None:
+        self.started: list[JobStarted] = []
+        self.results: list[JobResult] = []
+        # (sequence number, when, started, results, approximate bytes)
+        self._recent: deque[tuple[int, float, list[JobStarted], list[JobResult], int]] = deque()
+        self._recent_bytes = 0
+        self._seq = 0
+
+    def add(self, started: list[JobStarted], results: list[JobResult]) -> None:
+        self.started.extend(started)
+        self.results.extend(results)
+
+    def take(self) -> NodeProgress | None:
+        if not self.started and not self.results:
+            return None
+        started, self.started = self.started, []
+        results, self.results = self.results, []
+        size = sum(len(r.payload) + len(r.stdout) + len(r.stderr) + len(r.traceback) + 64 for r in results)
+        self._seq += 1
+        now = time.monotonic()
+        self._recent.append((self._seq, now, started, results, size))
+        self._recent_bytes += size
+        self._drop(lambda seq, when: when < now - RESEND_WINDOW or self._recent_bytes > RESEND_BYTES)
+        return NodeProgress(started, results)
+
+    def mark(self) -> int:
+        """The sequence number of the last batch handed over: a heartbeat sent now follows it."""
+        return self._seq
+
+    def acknowledged(self, upto: int) -> None:
+        """The scheduler read every batch up to ``upto``: forget them."""
+        self._drop(lambda seq, when: seq <= upto)
+
+    def _drop(self, predicate: Callable[[int, float], bool]) -> None:
+        recent = self._recent
+        while recent and predicate(recent[0][0], recent[0][1]):
+            self._recent_bytes -= recent.popleft()[4]
+
+    def connection_lost(self) -> None:
+        """What went out recently may not have been read: hold it again, ahead of the rest."""
+        started: list[JobStarted] = []
+        results: list[JobResult] = []
+        for _, _, s, r, _ in self._recent:
+            started.extend(s)
+            results.extend(r)
+        self._recent.clear()
+        self._recent_bytes = 0
+        self.started = started + self.started
+        self.results = results + self.results
+
+
+class _NodeDaemon:
+    def __init__(self, config: NodeConfig, secret: bytes) -> None:
+        self.config = config
+        self._secret = secret
+        self.clusters_dir = (config.state_dir / "clusters").absolute()
+        self.memory = config.memory or detect_memory()
+        self.pool = WorkerPool(config.cpus, self.clusters_dir, self._on_progress, node_name=config.name)
+        self.held = _HeldProgress()
+        self._wakeup = trio.Event()
+        self._installed: dict[str, bytes] = {}  # cluster -> digest of the spec its files came from
+        self._bad: dict[str, str] = {}  # cluster -> why its tasks cannot run here
+        self._heartbeats: dict[float, int] = {}  # heartbeat sent -> progress batches handed over before it
+
+    def _on_progress(self, started: list[JobStarted], results: list[JobResult]) -> None:
+        self.held.add(started, results)
+        self._wakeup.set()
+
+    # --- connection ------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> None:
+        status: trio.TaskStatus[None] | None = task_status
+        delay = INITIAL_RECONNECT_DELAY
+        address = self.config.scheduler
+        while True:
+            try:
+                stream = await open_connection(
+                    address,
+                    self._secret,
+                    role="node",
+                    name=self.config.name,
+                    timeout=self.config.handshake_timeout,
+                    max_frame=self.config.max_frame_size,
+                )
+            except AuthError as exc:
+                log.error("scheduler refused the node", scheduler=str(address), reason=str(exc))
+            except (ConnectionClosed, ProtocolError, OSError) as exc:
+                log.warning("cannot reach the scheduler", scheduler=str(address), reason=str(exc))
+            else:
+                began = trio.current_time()
+                try:
+                    if await self._session(stream, status):
+                        status = None
+                finally:
+                    await stream.aclose()
+                    self.held.connection_lost()
+                if trio.current_time() - began > self.config.reconnect_max_delay:
+                    delay = INITIAL_RECONNECT_DELAY  # it was up a while: try again soon
+            await trio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, self.config.reconnect_max_delay)
+
+    async def _session(self, stream: MessageStream, status: trio.TaskStatus[None] | None) -> bool:
+        """Serve one connection until it breaks; False if it broke before the node was announced."""
+        config = self.config
+        try:
+            await stream.send(NodeReady(config.name, config.cpus, self.memory, config.gpus))
+        except ConnectionClosed as exc:
+            log.warning("scheduler connection lost", scheduler=str(config.scheduler), reason=str(exc))
+            return False
+        log.info("node connected", scheduler=str(config.scheduler), name=config.name, cpus=config.cpus)
+        if status is not None:
+            status.started()
+        outbox = Outbox()
+        self._heartbeats.clear()  # echoes of another connection's heartbeats cannot come
+        self._wakeup.set()  # whatever is held goes out first
+        reason = "cancelled"
+        async with trio.open_nursery() as nursery:
+
+            async def write() -> None:
+                nonlocal reason
+                try:
+                    await outbox.run_writer(stream)
+                except ConnectionClosed as exc:
+                    reason = str(exc)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(write)
+            nursery.start_soon(self._pump, outbox)
+            nursery.start_soon(self._heartbeat, outbox)
+            try:
+                await self._read(stream)
+            except (ConnectionClosed, ProtocolError) as exc:
+                reason = str(exc)
+            nursery.cancel_scope.cancel()
+        log.warning("node disconnected", scheduler=str(config.scheduler), reason=reason)
+        return True
+
+    async def _pump(self, outbox: Outbox) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            progress = self.held.take()
+            if progress is not None:
+                outbox.put(progress)
+
+    async def _heartbeat(self, outbox: Outbox) -> None:
+        while True:
+            at = time.time()
+            self._heartbeats[at] = self.held.mark()
+            while len(self._heartbeats) > MAX_HEARTBEAT_MARKS:
+                del self._heartbeats[next(iter(self._heartbeats))]
+            outbox.put(Heartbeat(at))
+            await trio.sleep(self.config.heartbeat_interval)
+
+    async def _read(self, stream: MessageStream) -> None:
+        heard_heartbeat = False
+        silence = max(self.config.heartbeat_interval * SILENCE_INTERVALS, 1.0)
+        while True:
+            if heard_heartbeat:
+                with trio.move_on_after(silence):
+                    messages = await stream.receive()
+                    for message in messages:
+                        self._handle(message)
+                    continue
+                raise ConnectionClosed(f"no word from the scheduler for {silence:g}s")
+            for message in await stream.receive():
+                heard_heartbeat = heard_heartbeat or isinstance(message, Heartbeat)
+                self._handle(message)
+
+    # --- what the scheduler says -----------------------------------------------
+
+    def _handle(self, message: AnyMessage) -> None:
+        if isinstance(message, Dispatch):
+            self._dispatch(message)
+        elif isinstance(message, ReleaseCluster):
+            self._installed.pop(message.cluster_id, None)
+            self._bad.pop(message.cluster_id, None)
+            self.pool.release_cluster(message.cluster_id)
+        elif isinstance(message, Heartbeat):
+            # A scheduler that echoes our heartbeat has read everything we sent before it.
+            upto = self._heartbeats.pop(message.at, None)
+            if upto is not None:
+                self.held.acknowledged(upto)
+        else:
+            log.warning("ignored unexpected message from the scheduler", type=type(message).__name__)
+
+    def _dispatch(self, message: Dispatch) -> None:
+        good: list[ClusterDef] = []
+        for cdef in message.clusters:
+            reason = self._install(cdef)
+            if reason is None:
+                self._bad.pop(cdef.cluster_id, None)
+                good.append(cdef)
+            else:
+                log.warning("cannot install cluster", cluster_id=cdef.cluster_id, reason=reason)
+                self._bad[cdef.cluster_id] = reason
+        tasks: list[Task] = []
+        refused: dict[str, list[Task]] = {}
+        for task in message.tasks:
+            if task.cluster_id in self._bad:
+                refused.setdefault(task.cluster_id, []).append(task)
+            else:
+                tasks.append(task)
+        for cluster_id, bad_tasks in refused.items():
+            self.pool.fail(bad_tasks, self._bad[cluster_id])
+        if good or tasks:
+            self.pool.submit(good, tasks)
+
+    def _install(self, cdef: ClusterDef) -> str | None:
+        """Write the cluster's files; return why it cannot run here, or None."""
+        cluster_id = cdef.cluster_id
+        if not is_safe_file_name(cluster_id):
+            return f"refused cluster id {cluster_id!r}: it must be a plain file name"
+        digest = hashlib.sha256(cdef.spec).digest()
+        if self._installed.get(cluster_id) == digest:
+            return None  # sent again (e.g. after a reconnect): its jobs may be using the files
+        try:
+            spec = decode_spec(cdef.spec)
+            write_cluster_files(self.clusters_dir / cluster_id, spec)
+        except SpecError as exc:
+            return f"bad cluster spec: {exc}"
+        except OSError as exc:
+            return f"could not write the cluster's files: {exc}"
+        self._installed[cluster_id] = digest
+        return None
+
+
+async def serve_node(config: NodeConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a node until cancelled; ``task_status.started()`` once connected and announced."""
+    secret = ensure_secret(config.secret_path)
+    clusters_dir = config.state_dir / "clusters"
+    # clusters of a previous run are gone from the scheduler's view of this node
+    shutil.rmtree(clusters_dir, ignore_errors=True)
+    clusters_dir.mkdir(parents=True, exist_ok=True)
+    node = _NodeDaemon(config, secret)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.pool.run)
+        await node.run(task_status)

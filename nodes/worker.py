@@ -1,0 +1,221 @@
+"""The worker process: runs a node's tasks one at a time, in plain synchronous Python.
+
+The node's ``WorkerPool`` starts it as
+``python -m fairpool.nodes.worker --fd N --workdir-base DIR`` with one end of
+an AF_UNIX socketpair inherited as fd N, framed like every other hop
+(``fairpool.protocol``). node -> worker: ``Dispatch`` (cluster definitions
+and tasks), ``ReleaseCluster``; worker -> node: ``WorkerReady`` once, then
+``NodeProgress`` carrying results only (the node counts a task as started
+when it reaches the head of this worker's queue, so no message is spent on
+that). An empty ``NodeProgress`` acknowledges a ``ReleaseCluster``: the node
+then knows the cluster's cleanup ran and may remove its working directory.
+
+With ``--counter-fd M`` (a shared-memory file from the node) the worker
+stores, before each task, how many tasks it has started: a plain memory
+write, no syscall. If a job kills the process while results of earlier jobs
+were still batched here, the node reads the counter to blame the task that
+was really running rather than the oldest unreported one.
+
+This is the only place where tenant code and data are unpickled and run
+(SPEC promise 5). A job's exception never kills the worker; only a job that
+kills the process does, and the node notices and replaces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from fairpool.messages import (
+    Dispatch,
+    JobResult,
+    Message,
+    NodeProgress,
+    ReleaseCluster,
+    Task,
+    WorkerReady,
+)
+from fairpool.protocol import Connection, ProtocolError, encode_frames
+
+from .jobs import ClusterRuntime, failed_result
+
+#: Send results once this many are pending...
+MAX_BATCH = 64
+#: ...or once the oldest pending one has waited this long (seconds).
+MAX_BATCH_DELAY = 0.002
+#: Before a job expected to run longer than this (or of unknown length), send
+#: what is pending: those results must not wait behind it.
+FLUSH_BEFORE_RUNTIME = 0.0005
+RECEIVE_SIZE = 256 * 1024
+#: Between jobs, look for new tasks at least every this many jobs.
+POLL_EVERY = 16
+#: Layout of the shared counter: tasks started by this process, little-endian u64.
+COUNTER = struct.Struct("<Q")
+
+#: The worker running in this process, for the in-job runtime (provisional results, files).
+ACTIVE: Worker | None = None
+
+
+class Worker:
+    """The loop: read tasks, run them in order, send their results in adaptive batches."""
+
+    def __init__(self, sock: socket.socket, workdir_base: Path, counter: mmap.mmap | None = None) -> None:
+        self.sock = sock
+        self.counter = counter
+        self.tasks_started = 0
+        self.workdir_base = workdir_base
+        self.protocol = Connection()
+        self.clusters: dict[str, ClusterRuntime] = {}
+        self.fifo: deque[Task | ReleaseCluster] = deque()
+        self.pending: list[JobResult] = []
+        self.first_unsent = 0.0
+        self.eof = False
+        self.current: Task | None = None
+
+    # --- the loop ------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self._send([WorkerReady(os.getpid())])
+            while not self.eof:
+                if not self.fifo:
+                    self.flush()
+                    self._receive(block=True)
+                    continue
+                item = self.fifo.popleft()
+                if isinstance(item, ReleaseCluster):
+                    self.flush()
+                    self.release(item.cluster_id)
+                    self._send([NodeProgress([], [])])
+                    continue
+                cluster = self.clusters.get(item.cluster_id)
+                if self.pending and self._flush_first(cluster):
+                    self.flush()
+                self.tasks_started += 1
+                if self.counter is not None:
+                    COUNTER.pack_into(self.counter, 0, self.tasks_started)
+                self.current = item
+                if cluster is None:
+                    reason = f"unknown cluster {item.cluster_id!r}: no definition reached this worker"
+                    result = failed_result(item, time.time(), reason)
+                else:
+                    result = cluster.run(item)
+                self.current = None
+                if not self.pending:
+                    self.first_unsent = time.monotonic()
+                self.pending.append(result)
+                pending = len(self.pending)
+                # A syscall per job would cost more than a trivial job: look for new
+                # tasks when about to report or to run dry, and every few jobs.
+                if len(self.fifo) <= pending or not self.tasks_started % POLL_EVERY:
+                    self._receive(block=False)
+                # Once as many are done as are left, report: the node refills on results,
+                # and the refill must arrive before this queue runs dry.
+                if (
+                    pending >= len(self.fifo)
+                    or pending >= MAX_BATCH
+                    or time.monotonic() - self.first_unsent >= MAX_BATCH_DELAY
+                ):
+                    self.flush()
+        except OSError:
+            pass  # the node is gone: nobody to report to
+        except ProtocolError as exc:
+            print(f"fairpool worker {os.getpid()}: protocol error from the node: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            for cluster_id in list(self.clusters):
+                self.release(cluster_id)
+        return 0
+
+    def _flush_first(self, cluster: ClusterRuntime | None) -> bool:
+        if cluster is None or cluster.runtime is None or cluster.runtime > FLUSH_BEFORE_RUNTIME:
+            return True
+        return time.monotonic() - self.first_unsent >= MAX_BATCH_DELAY
+
+    def flush(self) -> None:
+        if self.pending:
+            results, self.pending = self.pending, []
+            self._send([NodeProgress([], results)])
+
+    def _send(self, messages: list[Message]) -> None:
+        self.sock.sendall(encode_frames(messages))
+
+    def _receive(self, *, block: bool) -> None:
+        """Read what the node sent: wait for something if ``block``, else take only what is there."""
+        if block:
+            self._handle(self.sock.recv(RECEIVE_SIZE))
+        while not self.eof:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        if not data:
+            self.eof = True
+        for message in self.protocol.receive_data(data):
+            if isinstance(message, Dispatch):
+                for cdef in message.clusters:
+                    if cdef.cluster_id not in self.clusters:
+                        workdir = self.workdir_base / cdef.cluster_id
+                        self.clusters[cdef.cluster_id] = ClusterRuntime(cdef.cluster_id, cdef.spec, workdir)
+                self.fifo.extend(message.tasks)
+            elif isinstance(message, ReleaseCluster):
+                # in order with the tasks: cleanup runs after the cluster's last queued job
+                self.fifo.append(message)
+            else:
+                raise ProtocolError(f"unexpected {type(message).__name__} from the node")
+
+
+    def release(self, cluster_id: str) -> None:
+        cluster = self.clusters.pop(cluster_id, None)
+        if cluster is not None:
+            cluster.release()
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fairpool.nodes.worker", description=__doc__)
+    parser.add_argument("--fd", type=int, required=True, help="inherited socket to the node")
+    parser.add_argument("--workdir-base", type=Path, required=True, help="parent of the clusters' working dirs")
+    parser.add_argument("--counter-fd", type=int, default=None, help="shared memory for the started-tasks counter")
+    options = parser.parse_args(argv)
+    sock = socket.socket(fileno=options.fd)
+    # a job's own child processes must not hold the node's socket open
+    os.set_inheritable(sock.fileno(), False)
+    sock.setblocking(True)
+    # Workers share the node's process group (stopping the group stops them), so a
+    # Ctrl-C meant for the node reaches them too: the node stops its workers itself.
+    # A handler, not SIG_IGN, so that programs run by jobs get the default back at exec.
+    signal.signal(signal.SIGINT, _ignore_signal)
+    counter = None
+    if options.counter_fd is not None:
+        counter = mmap.mmap(options.counter_fd, COUNTER.size)
+        os.close(options.counter_fd)  # the mapping stays
+    global ACTIVE
+    # absolute now: jobs run in cluster dirs, where a relative base would mean something else
+    ACTIVE = Worker(sock, options.workdir_base.absolute(), counter)
+    try:
+        return ACTIVE.run()
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, not this __main__ copy, so that
+    # ``fairpool.nodes.worker.ACTIVE`` is the worker that is running.
+    from fairpool.nodes.worker import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,367 @@
+"""The node daemon's worker processes: start them, feed them tasks, replace the dead.
+
+``WorkerPool`` owns ``cpus`` worker processes (``fairpool.nodes.worker``),
+each behind a socketpair, and a node-local FIFO of tasks. It hands tasks out
+with an adaptive per-worker depth computed from each cluster's moving average
+job runtime: many trivial jobs are queued per worker so that no worker waits
+for a round trip, while a long job gets a worker to itself so that no
+prefetched job waits behind it while another worker idles.
+
+Progress goes to the daemon through one synchronous callback,
+``on_progress(started, results)``; a task counts as started when it reaches
+the head of a worker's queue (no message from the worker needed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+import msgspec
+import structlog
+import trio
+
+from fairpool.messages import (
+    ClusterDef,
+    Dispatch,
+    JobResult,
+    JobStarted,
+    NodeProgress,
+    ReleaseCluster,
+    Task,
+    WorkerReady,
+)
+from fairpool.protocol import ProtocolError
+from fairpool.wire import ConnectionClosed
+
+from .workerproc import WorkerHandle, death_reason, spawn_worker, stop_worker
+
+log = structlog.get_logger("fairpool.node")
+
+ProgressCallback = Callable[[list[JobStarted], list[JobResult]], None]
+
+#: At most this many tasks queued on one worker (its running one included).
+MAX_DEPTH = 64
+#: Prefetch only while the estimated work queued on a worker stays under this
+#: (seconds): ~32 trivial jobs, a few 0.5 ms ones, and a job of a few ms or more
+#: runs alone.
+DEPTH_BUDGET = 0.002
+#: What a cluster's jobs are assumed to take before the first one ends: long
+#: (over the budget), so each gets a worker to itself. Finite, so sums stay exact.
+UNKNOWN_RUNTIME = 1.0
+_EWMA_WEIGHT = 0.2
+#: A worker that dies before it is ready is restarted after this (seconds), not in a tight loop.
+RESPAWN_BACKOFF = 1.0
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """A snapshot of the pool, for logs, tests and the node's status."""
+
+    workers: int  # live worker processes
+    ready: int  # of which have reported ready
+    busy: int  # workers holding at least one task
+    queued: int  # tasks waiting in the node queue (not yet given to a worker)
+    running: int  # tasks held by workers (running or prefetched)
+    done: int  # results produced since start
+    deaths: int  # worker processes that died while the node ran
+
+
+class WorkerPool:
+    """``cpus`` worker processes behind one node-local task queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        cpus: int,
+        workdir_base: Path,
+        on_progress: ProgressCallback,
+        *,
+        node_name: str = "",
+    ) -> None:
+        if cpus < 1:
+            raise ValueError(f"a worker pool needs at least one cpu, got {cpus}")
+        self.cpus = cpus
+        # absolute: workers chdir into cluster dirs, a relative base would then point elsewhere
+        self.workdir_base = Path(workdir_base).absolute()
+        self.node_name = node_name
+        self._on_progress = on_progress
+        self._queue: deque[Task] = deque()
+        self._clusters: dict[str, ClusterDef] = {}
+        self._outstanding: dict[str, int] = {}  # cluster -> tasks queued or held by workers
+        self._releasing: set[str] = set()
+        self._dir_waiters: dict[str, set[WorkerHandle]] = {}  # cluster -> workers yet to run cleanup
+        self._runtime: dict[str, float] = {}  # cluster -> moving average job runtime
+        self._workers: list[WorkerHandle] = []
+        self._started: list[JobStarted] = []
+        self._results: list[JobResult] = []
+        self._done = 0
+        self._deaths = 0
+
+    # --- the daemon's interface -----------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep ``cpus`` workers alive until cancelled; then stop them and reap them."""
+        self.workdir_base.mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            for slot in range(self.cpus):
+                await nursery.start(self._supervise, slot)
+            task_status.started()
+
+    def submit(self, clusters: list[ClusterDef], tasks: list[Task]) -> None:
+        """Queue tasks (and the definitions of their clusters); never blocks."""
+        for cdef in clusters:
+            self._clusters[cdef.cluster_id] = cdef
+            self._releasing.discard(cdef.cluster_id)
+            # the directory was just (re)written: a pending removal must not delete it
+            self._dir_waiters.pop(cdef.cluster_id, None)
+        now = time.time()
+        for task in tasks:
+            if task.cluster_id not in self._clusters:
+                reason = f"unknown cluster {task.cluster_id!r}: its definition never reached this node"
+                self._results.append(self._failure(task, reason, now))
+                continue
+            self._outstanding[task.cluster_id] = self._outstanding.get(task.cluster_id, 0) + 1
+            self._queue.append(task)
+        self._dispatch()
+        self._emit()
+
+    def fail(self, tasks: list[Task], reason: str) -> None:
+        """Report tasks as FAILED without running them (e.g. their cluster could not be set up)."""
+        now = time.time()
+        self._results.extend(self._failure(task, reason, now) for task in tasks)
+        self._emit()
+
+    def release_cluster(self, cluster_id: str) -> None:
+        """Run the cluster's cleanups and remove its directory once none of its tasks is left."""
+        self._releasing.add(cluster_id)
+        self._maybe_release(cluster_id)
+
+    def statistics(self) -> PoolStatistics:
+        live = [w for w in self._workers if w.alive]
+        return PoolStatistics(
+            workers=len(live),
+            ready=sum(1 for w in live if w.ready),
+            busy=sum(1 for w in live if w.queue),
+            queued=len(self._queue),
+            running=sum(len(w.queue) for w in live),
+            done=self._done,
+            deaths=self._deaths,
+        )
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.alive]
+
+    # --- handing out tasks ----------------------------------------------------
+
+    def _estimate(self, cluster_id: str) -> float:
+        return self._runtime.get(cluster_id, UNKNOWN_RUNTIME)
+
+    def _dispatch(self) -> None:
+        if not self._queue:
+            return
+        workers = sorted((w for w in self._workers if w.alive and w.ready), key=lambda w: len(w.queue))
+        if not workers:
+            return
+        batches: dict[WorkerHandle, tuple[list[ClusterDef], list[Task]]] = {}
+        now = time.time()
+        queue = self._queue
+        progress = True
+        # round-robin, one task per worker per pass, so that a short burst spreads over all workers
+        while queue and progress:
+            progress = False
+            for worker in workers:
+                if not queue:
+                    break
+                task = queue[0]
+                estimate = self._estimate(task.cluster_id)
+                if worker.queue and (
+                    len(worker.queue) >= MAX_DEPTH or worker.queued_estimate + estimate > DEPTH_BUDGET
+                ):
+                    continue
+                queue.popleft()
+                progress = True
+                if not worker.queue:
+                    self._started.append(JobStarted(task.uid, self.node_name, now))
+                worker.queue.append((task, estimate))
+                worker.queued_estimate += estimate
+                defs, tasks = batches.setdefault(worker, ([], []))
+                if task.cluster_id not in worker.loaded:
+                    worker.loaded.add(task.cluster_id)
+                    defs.append(self._clusters[task.cluster_id])
+                tasks.append(task)
+        for worker, (defs, tasks) in batches.items():
+            worker.outbox.put(Dispatch(defs, tasks))
+
+    def _emit(self) -> None:
+        if self._started or self._results:
+            started, self._started = self._started, []
+            results, self._results = self._results, []
+            self._on_progress(started, results)
+
+    def _failure(self, task: Task, reason: str, now: float) -> JobResult:
+        return JobResult(
+            task.uid,
+            "FAILED",
+            cloudpickle.dumps(RuntimeError(reason)),
+            traceback=reason,
+            reason=reason,
+            started_at=now,
+            finished_at=time.time(),
+            node=self.node_name,
+        )
+
+    def _task_done(self, cluster_id: str) -> None:
+        left = self._outstanding.get(cluster_id, 1) - 1
+        if left > 0:
+            self._outstanding[cluster_id] = left
+            return
+        self._outstanding.pop(cluster_id, None)
+        if cluster_id in self._releasing:
+            self._maybe_release(cluster_id)
+
+    # --- cluster release --------------------------------------------------------
+
+    def _maybe_release(self, cluster_id: str) -> None:
+        if self._outstanding.get(cluster_id):
+            return  # its last task will call us again
+        self._releasing.discard(cluster_id)
+        self._clusters.pop(cluster_id, None)
+        self._runtime.pop(cluster_id, None)
+        waiters: set[WorkerHandle] = set()
+        for worker in self._workers:
+            if worker.alive and cluster_id in worker.loaded:
+                worker.loaded.discard(cluster_id)
+                worker.releases.append(cluster_id)
+                worker.outbox.put(ReleaseCluster(cluster_id))
+                waiters.add(worker)
+        if waiters:
+            self._dir_waiters[cluster_id] = waiters
+        else:
+            self._remove_dir(cluster_id)
+
+    def _release_done(self, worker: WorkerHandle, cluster_id: str) -> None:
+        waiters = self._dir_waiters.get(cluster_id)
+        if waiters is None:
+            return
+        waiters.discard(worker)
+        if not waiters:
+            del self._dir_waiters[cluster_id]
+            self._remove_dir(cluster_id)
+
+    def _remove_dir(self, cluster_id: str) -> None:
+        path = self.workdir_base / cluster_id
+        if path.parent == self.workdir_base and path.name not in ("", ".", ".."):
+            shutil.rmtree(path, ignore_errors=True)
+
+    # --- one worker slot --------------------------------------------------------
+
+    async def _supervise(self, slot: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep one worker process alive in this slot: start it, serve it, replace it when it dies."""
+        first = True
+        while True:
+            worker = await spawn_worker(self.workdir_base)
+            self._workers.append(worker)
+            if first:
+                task_status.started()
+                first = False
+            closed = False
+            try:
+                await self._serve(worker)
+                closed = True
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stop_worker(worker, closed_by_worker=closed)
+            self._on_death(worker)
+            if not worker.ready:
+                await trio.sleep(RESPAWN_BACKOFF)
+
+    async def _serve(self, worker: WorkerHandle) -> None:
+        """Until the worker's socket closes: send it its batches, handle what it says."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write, worker)
+            try:
+                while True:
+                    for message in await worker.stream.receive():
+                        self._handle(worker, message)
+            except ConnectionClosed:
+                pass
+            except ProtocolError as exc:
+                log.error("worker broke the protocol", pid=worker.process.pid, error=str(exc))
+            nursery.cancel_scope.cancel()
+
+    async def _write(self, worker: WorkerHandle) -> None:
+        try:
+            await worker.outbox.run_writer(worker.stream)
+        except ConnectionClosed:
+            pass  # the reader sees the EOF too and handles the death
+
+    def _handle(self, worker: WorkerHandle, message: object) -> None:
+        if isinstance(message, NodeProgress):
+            if not message.results:
+                if worker.releases:
+                    self._release_done(worker, worker.releases.popleft())
+                return
+            self._handle_results(worker, message.results)
+        elif isinstance(message, WorkerReady):
+            worker.ready = True
+            log.debug("worker ready", pid=message.pid)
+            self._dispatch()
+            self._emit()
+        else:
+            raise ProtocolError(f"unexpected {type(message).__name__} from a worker")
+
+    def _handle_results(self, worker: WorkerHandle, results: list[JobResult]) -> None:
+        now = time.time()
+        queue = worker.queue
+        replace = msgspec.structs.replace
+        for result in results:
+            if not queue:
+                log.warning("worker sent a result it was not given", pid=worker.process.pid, uid=result.uid)
+                continue
+            task, estimate = queue.popleft()
+            worker.reported += 1
+            if task.uid != result.uid:
+                log.warning("worker answered out of order", pid=worker.process.pid, expected=task.uid, got=result.uid)
+            worker.queued_estimate -= estimate
+            if queue:
+                self._started.append(JobStarted(queue[0][0].uid, self.node_name, now))
+            runtime = max(result.finished_at - result.started_at, 0.0)
+            old = self._runtime.get(task.cluster_id)
+            self._runtime[task.cluster_id] = runtime if old is None else old + _EWMA_WEIGHT * (runtime - old)
+            self._results.append(replace(result, node=self.node_name))
+            self._done += 1
+            self._task_done(task.cluster_id)
+        if not queue:
+            worker.queued_estimate = 0.0  # no drift from float sums
+        self._dispatch()
+        self._emit()
+
+    def _on_death(self, worker: WorkerHandle) -> None:
+        worker.alive = False
+        self._workers.remove(worker)
+        self._deaths += 1
+        reason = death_reason(worker.process.returncode)
+        log.warning("worker died", pid=worker.process.pid, reason=reason, held=len(worker.queue))
+        held = [task for task, _ in worker.queue]
+        running = worker.running_index()
+        worker.queue.clear()
+        if worker.counter is not None:
+            worker.counter.close()
+        culprit = held.pop(running) if running >= 0 else None
+        # The rest go first to the next worker: tasks after the culprit never started;
+        # tasks before it ran, but their batched results died with the process.
+        self._queue.extendleft(reversed(held))
+        if culprit is not None:
+            self._results.append(self._failure(culprit, reason, time.time()))
+            self._done += 1
+            self._task_done(culprit.cluster_id)
+        for cluster_id in list(worker.releases):
+            self._release_done(worker, cluster_id)
+        self._dispatch()
+        self._emit()
+

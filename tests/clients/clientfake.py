@@ -1,0 +1,287 @@
+"""A fake scheduler (that also plays the node) on 127.0.0.1, for the client tests.
+
+The client runs its own trio loop on a background thread, so the fake runs
+``trio.run`` on another thread. It speaks the real protocol (wire handshake,
+messages), records every message it receives, and runs jobs inline by
+unpickling the cluster's code -- which the real scheduler never does, but a
+fake standing in for scheduler *and* node may. Knobs make it misbehave on
+purpose: drop the connection on a given Submit, drop it after queueing but
+before delivering results, hold jobs until released, refuse the cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import cloudpickle
+import trio
+
+from fairpool.address import Address
+from fairpool.clients import connection
+from fairpool.clusterspec import decode_spec
+from fairpool.handshake import AuthError, Peer
+from fairpool.messages import (
+    AckResults,
+    CloseCluster,
+    ClusterClosed,
+    ClusterOpened,
+    Error,
+    Heartbeat,
+    JobResult,
+    JobStarted,
+    JobSubmit,
+    JobsUpdate,
+    Message,
+    OpenCluster,
+    Queued,
+    Submit,
+)
+from fairpool.protocol import ProtocolError
+from fairpool.wire import ConnectionClosed, MessageStream, accept_handshake
+
+SECRET = b"client-tests-secret"
+FAST_TIMING = connection.ConnectionTiming(
+    connect_timeout=5.0,
+    heartbeat_interval=0.1,
+    heartbeat_timeout=3.0,
+    reconnect_min_delay=0.02,
+    reconnect_max_delay=0.2,
+)
+
+
+class FakeOutbox:
+    """Like fairpool.wire.Outbox, plus: drop the connection once what is queued has been sent."""
+
+    def __init__(self) -> None:
+        self.items: list[Message] = []
+        self.wakeup = trio.Event()
+        self.dropping = False
+
+    def put(self, message: Message) -> None:
+        self.items.append(message)
+        self.wakeup.set()
+
+    def drop_after_sending(self) -> None:
+        self.dropping = True
+        self.wakeup.set()
+
+    async def run_writer(self, stream: MessageStream, scope: trio.CancelScope) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup = trio.Event()
+            items, self.items = self.items, []
+            if items:
+                await stream.send(*items)
+            if self.dropping:
+                scope.cancel()
+                return
+
+
+@dataclass
+class FakeCluster:
+    cluster_id: str
+    computation: Callable[..., Any]
+    jobs: dict[str, JobSubmit] = field(default_factory=dict)
+    unacked: dict[str, JobResult] = field(default_factory=dict)
+    held: list[JobSubmit] = field(default_factory=list)
+    outbox: FakeOutbox | None = None
+
+
+class FakeScheduler:
+    def __init__(
+        self,
+        secret: bytes = SECRET,
+        *,
+        hold_jobs: bool = False,
+        drop_on_submit: int = 0,
+        drop_before_results: bool = False,
+        refuse_open: str = "",
+        silent_connections: frozenset[int] = frozenset(),
+    ) -> None:
+        self.secret = secret
+        self.hold_jobs = hold_jobs
+        self.drop_on_submit = drop_on_submit  # drop the connection when the Nth Submit arrives
+        self.drop_before_results = drop_before_results  # once: queue, then drop before any result
+        self.refuse_open = refuse_open
+        self.silent_connections = silent_connections  # connection numbers that get no heartbeats
+        self.peers: list[Peer] = []
+        self.clusters: dict[str, FakeCluster] = {}
+        self.connections = 0
+        self.messages: list[tuple[int, Message]] = []  # (connection number, message)
+        self._changed = threading.Condition()
+        self._submits = 0
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._port: Future[int] = Future()
+
+    # --- test thread -----------------------------------------------------------
+
+    def start(self) -> FakeScheduler:
+        self._thread.start()
+        self.port = self._port.result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._token is not None:
+            try:
+                trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)  # type: ignore[union-attr]
+            except trio.RunFinishedError:
+                pass
+        self._thread.join(10)
+
+    @property
+    def address(self) -> str:
+        return str(Address("127.0.0.1", self.port))
+
+    def received(self, kind: type[Message]) -> list[Any]:
+        with self._changed:
+            return [m for _, m in self.messages if isinstance(m, kind)]
+
+    def received_on(self, connection_number: int, kind: type[Message]) -> list[Any]:
+        with self._changed:
+            return [m for n, m in self.messages if n == connection_number and isinstance(m, kind)]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(predicate, timeout):
+                raise AssertionError(f"condition not reached within {timeout}s")
+
+    def release(self) -> None:
+        """Run every held job and send the results."""
+        trio.from_thread.run_sync(self._release, trio_token=self._token)
+
+    # --- fake's trio thread ------------------------------------------------------
+
+    def _main(self) -> None:
+        trio.run(self._serve)
+
+    async def _serve(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1"))
+                self._port.set_result(listeners[0].socket.getsockname()[1])
+
+    def _record(self, number: int, message: Message) -> None:
+        with self._changed:
+            self.messages.append((number, message))
+            self._changed.notify_all()
+
+    async def _handle(self, tcp: trio.SocketStream) -> None:
+        stream = MessageStream(tcp)
+        try:
+            peer = await accept_handshake(stream, self.secret)
+        except (AuthError, ProtocolError, ConnectionClosed):
+            await stream.aclose()
+            return
+        with self._changed:
+            self.peers.append(peer)
+            self.connections += 1
+            number = self.connections
+            self._changed.notify_all()
+        outbox = FakeOutbox()
+        heartbeating = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(outbox.run_writer, stream, nursery.cancel_scope)
+                while not outbox.dropping:
+                    messages = await stream.receive()
+                    if not heartbeating and number not in self.silent_connections:
+                        # Not before the client has spoken: fairpool.wire.open_connection refuses
+                        # anything that arrives in the same read as ServerAuth.
+                        heartbeating = True
+                        nursery.start_soon(self._heartbeats, outbox)
+                    for message in messages:
+                        self._record(number, message)
+                        if not self._on_message(message, outbox):
+                            outbox.drop_after_sending()
+                            break
+                await trio.sleep_forever()  # until the writer has sent the rest and cancels us
+        except* (ConnectionClosed, ProtocolError):
+            pass
+        finally:
+            for cluster in self.clusters.values():
+                if cluster.outbox is outbox:
+                    cluster.outbox = None
+            await stream.aclose()
+
+    async def _heartbeats(self, outbox: FakeOutbox) -> None:
+        while True:
+            outbox.put(Heartbeat(time.time()))
+            await trio.sleep(0.2)
+
+    def _on_message(self, message: Message, outbox: FakeOutbox) -> bool:
+        """Handle one message; False means: drop this connection now."""
+        if isinstance(message, OpenCluster):
+            if self.refuse_open:
+                outbox.put(Error(self.refuse_open, ref=message.cluster_id))
+                return True
+            cluster = self.clusters.get(message.cluster_id)
+            if cluster is None:
+                computation, _setup, _cleanup = cloudpickle.loads(decode_spec(message.spec).code)
+                cluster = self.clusters[message.cluster_id] = FakeCluster(message.cluster_id, computation)
+            cluster.outbox = outbox
+            outbox.put(ClusterOpened(message.cluster_id))
+            if cluster.unacked:  # re-attach: re-send every result not acknowledged
+                outbox.put(JobsUpdate([], list(cluster.unacked.values())))
+        elif isinstance(message, Submit):
+            self._submits += 1
+            if self._submits == self.drop_on_submit:
+                return False
+            cluster = self.clusters[message.cluster_id]
+            new = [job for job in message.jobs if job.uid not in cluster.jobs]
+            for job in new:
+                cluster.jobs[job.uid] = job
+            outbox.put(Queued(message.cluster_id, [job.uid for job in message.jobs], time.time()))
+            if self.drop_before_results:
+                self.drop_before_results = False
+                for job in new:
+                    cluster.unacked[job.uid] = self._run(cluster, job)
+                return False
+            if self.hold_jobs:
+                cluster.held.extend(new)
+            else:
+                self._deliver(cluster, new)
+        elif isinstance(message, AckResults):
+            for cluster in self.clusters.values():
+                for uid in message.uids:
+                    cluster.unacked.pop(uid, None)
+        elif isinstance(message, CloseCluster):
+            outbox.put(ClusterClosed(message.cluster_id))
+        return True
+
+    def _deliver(self, cluster: FakeCluster, jobs: list[JobSubmit]) -> None:
+        started = [JobStarted(job.uid, "fake-node", time.time()) for job in jobs]
+        results = [self._run(cluster, job) for job in jobs]
+        cluster.unacked.update((r.uid, r) for r in results)
+        if cluster.outbox is not None and jobs:
+            cluster.outbox.put(JobsUpdate(started, results))
+
+    def _release(self) -> None:
+        for cluster in self.clusters.values():
+            held, cluster.held = cluster.held, []
+            self._deliver(cluster, held)
+
+    @staticmethod
+    def _run(cluster: FakeCluster, job: JobSubmit) -> JobResult:
+        args, kwargs = cloudpickle.loads(job.payload)
+        started = time.time()
+        try:
+            value = cluster.computation(*args, **kwargs)
+        except Exception as exc:
+            return JobResult(
+                job.uid, "FAILED", cloudpickle.dumps(exc), traceback=traceback.format_exc(),
+                reason=repr(exc), started_at=started, finished_at=time.time(), node="fake-node",
+            )
+        return JobResult(
+            job.uid, "FINISHED", cloudpickle.dumps(value), stdout=f"ran {job.uid}\n",
+            started_at=started, finished_at=time.time(), node="fake-node",
+        )
