@@ -29,9 +29,19 @@ class MessageStream:
     def __init__(self, stream: trio.abc.Stream, max_frame: int = PREAUTH_MAX_FRAME) -> None:
         self.stream = stream
         self.protocol = Connection(max_frame)
+        self._pending: list[AnyMessage] = []
+
+    async def receive_one(self) -> AnyMessage:
+        """The next message; any that arrived with it wait for the next ``receive``."""
+        if not self._pending:
+            self._pending = await self.receive()
+        return self._pending.pop(0)
 
     async def receive(self) -> list[AnyMessage]:
         """Wait for at least one message; return every complete message received so far."""
+        if self._pending:
+            messages, self._pending = self._pending, []
+            return messages
         while True:
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
@@ -145,10 +155,10 @@ async def open_connection(
     handshake = ClientHandshake(secret, role, tenant, name)
     try:
         with trio.fail_after(timeout):
-            (hello,) = await _one(stream)
+            hello = await stream.receive_one()
             await stream.send(handshake.respond(hello))
-            (answer,) = await _one(stream)
-            handshake.finish(answer)
+            # What the server sends right after its ServerAuth (a heartbeat...) stays queued.
+            handshake.finish(await stream.receive_one())
     except trio.TooSlowError:
         await stream.aclose()
         raise AuthError(f"handshake with {address} not completed within {timeout:g}s") from None
@@ -157,10 +167,3 @@ async def open_connection(
         raise
     stream.protocol.max_frame = max_frame
     return stream
-
-
-async def _one(stream: MessageStream) -> list[AnyMessage]:
-    messages = await stream.receive()
-    if len(messages) != 1:
-        raise ProtocolError("unexpected messages during the handshake")
-    return messages

@@ -90,17 +90,17 @@ class SchedulerState:
         return self._take_output()
 
     def _take_output(self) -> list[Instruction]:
-        for conn, started in self._started.items():
-            results = self._results.pop(conn, [])
-            if conn in self.conns:
-                self._out.append(Send(conn, JobsUpdate(started, results)))
-        for conn, results in self._results.items():
-            if conn in self.conns:
-                self._out.append(Send(conn, JobsUpdate([], results)))
-        self._started.clear()
-        self._results.clear()
+        for conn in set(self._started) | set(self._results):
+            self._flush_updates(conn)
         out, self._out = self._out, []
         return out
+
+    def _flush_updates(self, conn: int) -> None:
+        """Emit what ``conn`` should hear about its jobs now, as one JobsUpdate."""
+        started = self._started.pop(conn, [])
+        results = self._results.pop(conn, [])
+        if (started or results) and conn in self.conns:
+            self._out.append(Send(conn, JobsUpdate(started, results)))
 
     def _on_message(self, conn: ConnRecord, message: AnyMessage, now: float) -> None:
         match conn.role, message:
@@ -212,6 +212,7 @@ class SchedulerState:
                 self.policy.dequeue(job)
                 self._finish(job, JobResult(job.uid, JobStatus.CANCELLED.value, reason="cluster closed"))
         self._maybe_release(cluster)
+        self._flush_updates(conn.conn)  # the cancellations reach the client before ClusterClosed
         self._out.append(Send(conn.conn, ClusterClosed(cluster_id)))
         self._maybe_forget(cluster)
 
