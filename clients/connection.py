@@ -58,6 +58,7 @@ class ConnectionTiming:
 
 
 DEFAULT_TIMING = ConnectionTiming()
+ACK_DELAY = 0.02  # seconds results wait before their acknowledgement is sent alone
 
 
 class ClusterConnection:
@@ -80,6 +81,7 @@ class ClusterConnection:
         self._closing = False
         self._closed: trio.Event | None = None
         self._last_heard = 0.0
+        self._acks_due = trio.Event()
 
     @property
     def cluster_id(self) -> str:
@@ -178,6 +180,9 @@ class ClusterConnection:
         assert self._closed is not None
         self._closing = True
         if self._outbox is not None:
+            acks = self.session.take_acks()  # the scheduler may forget these results before closing
+            if acks is not None:
+                self._outbox.put(acks)
             self._outbox.put(CloseCluster(self.cluster_id))
         with trio.move_on_after(timeout):
             await self._closed.wait()
@@ -201,6 +206,7 @@ class ClusterConnection:
                 nursery.start_soon(self._guarded, lost, scope, outbox.run_writer, stream)
                 nursery.start_soon(self._guarded, lost, scope, self._read, stream, outbox)
                 nursery.start_soon(self._guarded, lost, scope, self._heartbeat, outbox, lost)
+                nursery.start_soon(self._guarded, lost, scope, self._send_acks, outbox)
         finally:
             self._outbox = None
             await stream.aclose()
@@ -226,7 +232,17 @@ class ClusterConnection:
             self._last_heard = trio.current_time()
             for message in messages:
                 self._dispatch(message)
-            acks = session.take_acks()
+            if session.has_acks():
+                self._acks_due.set()
+
+    async def _send_acks(self, outbox: Outbox) -> None:
+        # Acknowledgements are not urgent (they only let the scheduler forget results):
+        # held briefly, they leave the round trip of the next job and travel in bulk.
+        while True:
+            await self._acks_due.wait()
+            await trio.sleep(ACK_DELAY)
+            self._acks_due = trio.Event()
+            acks = self.session.take_acks()
             if acks is not None:
                 outbox.put(acks)
 
@@ -258,6 +274,9 @@ class ClusterConnection:
             submits = self.session.take_new()
             if submits and self._outbox is not None:
                 self._outbox.extend(list(submits))
+                acks = self.session.take_acks()  # riding along costs nothing
+                if acks is not None:
+                    self._outbox.put(acks)
             # Without an outbox the jobs wait in the session's unqueued set for the next connection.
         except Exception:
             logger.exception("cluster %s: could not queue submitted jobs for sending", self.cluster_id)

@@ -191,6 +191,9 @@ class ClusterSession:
             self._acks.append(result.uid)
         self._settled(settled)
 
+    def has_acks(self) -> bool:
+        return bool(self._acks)
+
     def take_acks(self) -> AckResults | None:
         if not self._acks:
             return None
