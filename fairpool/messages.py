@@ -61,6 +61,18 @@ class JobSubmit(Message, frozen=True):
 
     uid: str
     payload: bytes  # cloudpickled (args, kwargs): opaque to the scheduler
+    options: JobOptions | None = None  # per-job options; None: the cluster's defaults
+
+
+class JobOptions(Message, frozen=True):
+    """Per-job options (``cluster.options(...).submit``); zero/empty means "not set"."""
+
+    cpus: float = 0.0
+    memory: int = 0  # bytes
+    gpus: int = 0
+    timeout: float = 0.0  # seconds of running time, then the job is killed and FAILED
+    priority: int = 0
+    node: str = ""  # submit_node: run only on the node of this name
 
 
 class Task(Message, frozen=True):
@@ -69,6 +81,29 @@ class Task(Message, frozen=True):
     uid: str
     cluster_id: str
     payload: bytes
+    timeout: float = 0.0  # the node kills the job after this many seconds of running (0: never)
+
+
+class JobProvisional(Message, frozen=True):
+    """An intermediate result (``fairpool.provisional_result``); payload opaque to the scheduler."""
+
+    uid: str
+    payload: bytes
+    at: float
+
+
+class FileChunk(Message, frozen=True):
+    """Part of a file a job sends to its client (``fairpool.send_file``).
+
+    ``name`` is a relative path the client places under its ``dest_path``;
+    ``offset`` orders the chunks, ``last`` marks the end of the file.
+    """
+
+    uid: str
+    name: str
+    offset: int
+    data: bytes
+    last: bool = True
 
 
 class ClusterDef(Message, frozen=True):
@@ -129,6 +164,29 @@ class Queued(Message, frozen=True):
 class JobsUpdate(Message, frozen=True):
     started: list[JobStarted]
     results: list[JobResult]
+    provisional: list[JobProvisional] = []
+    files: list[FileChunk] = []
+
+
+class CancelJobs(Message, frozen=True):
+    """client -> scheduler: cancel these jobs (queued: removed; running: killed)."""
+
+    uids: list[str]
+
+
+class CancelTasks(Message, frozen=True):
+    """scheduler -> node (and node -> worker pool): kill these tasks' process trees."""
+
+    uids: list[str]
+    reason: str = "cancelled"
+
+
+class NodeEvent(Message, frozen=True):
+    """scheduler -> client: a node joined ("joined"), left ("left") or failed ("failed")."""
+
+    event: str
+    node: str
+    cpus: int = 0
 
 
 class AckResults(Message, frozen=True):
@@ -178,6 +236,8 @@ class ReleaseCluster(Message, frozen=True):
 class NodeProgress(Message, frozen=True):
     started: list[JobStarted]
     results: list[JobResult]
+    provisional: list[JobProvisional] = []
+    files: list[FileChunk] = []
 
 
 class WorkerReady(Message, frozen=True):
@@ -190,6 +250,12 @@ AnyMessage = (
     | ServerAuth
     | Refused
     | JobSubmit
+    | JobOptions
+    | JobProvisional
+    | FileChunk
+    | CancelJobs
+    | CancelTasks
+    | NodeEvent
     | Task
     | ClusterDef
     | JobStarted
@@ -210,6 +276,7 @@ AnyMessage = (
     | NodeProgress
     | WorkerReady
 )
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
 
