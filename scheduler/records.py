@@ -7,7 +7,9 @@ Plain slotted classes: they live inside SchedulerState and never leave it
 from __future__ import annotations
 
 from fairpool.jobstatus import JobStatus
-from fairpool.messages import JobResult
+from fairpool.messages import JobOptions, JobResult
+
+DEFAULT_OPTIONS = JobOptions()
 
 # How much queued work a node may hold beyond its CPUs, in seconds of its jobs'
 # average runtime: enough that workers never wait for a round trip on trivial
@@ -21,10 +23,11 @@ class JobRecord:
     __slots__ = (
         "uid", "cluster_id", "tenant", "payload", "seq", "priority", "status",
         "node_conn", "node", "submitted_at", "started_at", "result", "reported_start",
+        "cpus", "memory", "gpus", "timeout", "pin", "cancel_requested",
     )
 
     def __init__(self, uid: str, cluster_id: str, tenant: str, payload: bytes, seq: int,
-                 priority: int, submitted_at: float) -> None:
+                 priority: int, submitted_at: float, options: JobOptions | None = None) -> None:
         self.uid = uid
         self.cluster_id = cluster_id
         self.tenant = tenant
@@ -38,6 +41,20 @@ class JobRecord:
         self.started_at = 0.0
         self.result: JobResult | None = None
         self.reported_start = False
+        self.cancel_requested = False
+        opts = options or DEFAULT_OPTIONS
+        self.cpus = opts.cpus or 1.0
+        self.memory = opts.memory
+        self.gpus = opts.gpus
+        self.timeout = opts.timeout
+        self.pin = opts.node  # submit_node: this node only
+        if opts.priority:
+            self.priority = opts.priority
+
+    @property
+    def plain(self) -> bool:
+        """One CPU and nothing else: such jobs may be prefetched by nodes."""
+        return self.cpus == 1.0 and not self.memory and not self.gpus
 
 
 class ClusterRecord:
@@ -65,7 +82,7 @@ class ClusterRecord:
 
 class NodeRecord:
     __slots__ = ("conn", "name", "cpus", "memory", "gpus", "assigned", "avg_runtime",
-                 "done", "joined_at", "state")
+                 "done", "joined_at", "state", "used_cpus", "used_memory", "used_gpus", "special")
 
     def __init__(self, conn: int, name: str, cpus: int, memory: int, gpus: int, now: float) -> None:
         self.conn = conn
@@ -78,6 +95,52 @@ class NodeRecord:
         self.done = 0
         self.joined_at = now
         self.state = "up"
+        self.used_cpus = 0.0
+        self.used_memory = 0
+        self.used_gpus = 0
+        self.special = 0  # assigned jobs that are not plain: no prefetch while there are any
+
+    def fits(self, job: JobRecord) -> bool:
+        if self.state != "up" or (job.pin and job.pin != self.name):
+            return False
+        if job.plain and not self.special:
+            return len(self.assigned) < self.capacity()
+        if self.used_cpus + job.cpus > self.cpus + 1e-9:
+            return False
+        if job.memory and self.used_memory + job.memory > self.memory:
+            return False
+        return not job.gpus or self.used_gpus + job.gpus <= self.gpus
+
+    def could_ever_fit(self, job: JobRecord) -> bool:
+        """Whether this node, empty, has what the job asks for."""
+        return (job.cpus <= self.cpus + 1e-9 and (not job.memory or job.memory <= self.memory)
+                and job.gpus <= self.gpus)
+
+    def room(self) -> int:
+        """Roughly how many more plain jobs it takes now (for stopping the dispatch loop early)."""
+        if self.state != "up":
+            return 0
+        if not self.special:
+            return self.capacity() - len(self.assigned)
+        return int(self.cpus - self.used_cpus + 1e-9)
+
+    def assign(self, job: JobRecord) -> None:
+        self.assigned[job.uid] = job
+        self.used_cpus += job.cpus
+        self.used_memory += job.memory
+        self.used_gpus += job.gpus
+        if not job.plain:
+            self.special += 1
+
+    def unassign(self, uid: str) -> JobRecord | None:
+        job = self.assigned.pop(uid, None)
+        if job is not None:
+            self.used_cpus -= job.cpus
+            self.used_memory -= job.memory
+            self.used_gpus -= job.gpus
+            if not job.plain:
+                self.special -= 1
+        return job
 
     def capacity(self) -> int:
         if self.state != "up":

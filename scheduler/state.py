@@ -10,23 +10,29 @@ the simulator and the tests drive the very same code synchronously.
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import islice
 from typing import Any
+
+import msgspec
 
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import (
     AckResults,
     AnyMessage,
+    CancelJobs,
+    CancelTasks,
     CloseCluster,
     ClusterClosed,
     ClusterDef,
     ClusterOpened,
     Dispatch,
     Error,
+    FileChunk,
     Heartbeat,
+    JobProvisional,
     JobResult,
     JobStarted,
     JobsUpdate,
+    NodeEvent,
     NodeProgress,
     NodeReady,
     OpenCluster,
@@ -50,6 +56,7 @@ from fairpool.scheduler.events import (
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
 _NODE_FINAL = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value})
+MAX_SKIPPED = 1000  # queued jobs passed over (no room for them) before a dispatch pass stops
 NOT_FOUND = "no such cluster"  # also the answer for another tenant's cluster: same words
 
 
@@ -67,10 +74,14 @@ class SchedulerState:
         # per handle() call: what each client connection should hear, sent as one JobsUpdate
         self._started: dict[int, list[JobStarted]] = defaultdict(list)
         self._results: dict[int, list[JobResult]] = defaultdict(list)
+        self._extras: dict[int, tuple[list[JobProvisional], list[FileChunk]]] = {}
+        self._dropped = False  # a connection was dropped in the current step
+        self._last_words: dict[int, Send] = {}  # the Error told to a connection before we close it
 
     # --- entry point --------------------------------------------------------
 
     def handle(self, stimulus: Stimulus) -> list[Instruction]:
+        self._dropped = False
         match stimulus:
             case Received(conn, messages, now):
                 record = self.conns.get(conn)
@@ -90,17 +101,24 @@ class SchedulerState:
         return self._take_output()
 
     def _take_output(self) -> list[Instruction]:
-        for conn in set(self._started) | set(self._results):
+        for conn in set(self._started) | set(self._results) | set(self._extras):
             self._flush_updates(conn)
         out, self._out = self._out, []
+        if self._dropped:
+            # A connection dropped during this step: what was queued for it has no one to go to,
+            # except the last words (Error) to a connection we close ourselves.
+            keep = self._last_words
+            out = [i for i in out if not isinstance(i, Send) or i.conn in self.conns or i is keep.get(i.conn)]
+            keep.clear()
         return out
 
     def _flush_updates(self, conn: int) -> None:
         """Emit what ``conn`` should hear about its jobs now, as one JobsUpdate."""
         started = self._started.pop(conn, [])
         results = self._results.pop(conn, [])
-        if (started or results) and conn in self.conns:
-            self._out.append(Send(conn, JobsUpdate(started, results)))
+        provisional, files = self._extras.pop(conn, ([], []))
+        if (started or results or provisional or files) and conn in self.conns:
+            self._out.append(Send(conn, JobsUpdate(started, results, provisional, files)))
 
     def _on_message(self, conn: ConnRecord, message: AnyMessage, now: float) -> None:
         match conn.role, message:
@@ -117,8 +135,10 @@ class SchedulerState:
                 self._open_cluster(conn, message, now)
             case "client", CloseCluster(cluster_id):
                 self._close_cluster(conn, cluster_id)
-            case "node", NodeProgress(started, results):
-                self._node_progress(conn, started, results)
+            case "client", CancelJobs(uids):
+                self._cancel(conn, uids)
+            case "node", NodeProgress():
+                self._node_progress(conn, message)
             case "node", NodeReady():
                 self._node_ready(conn, message, now)
             case role, _:
@@ -126,7 +146,9 @@ class SchedulerState:
 
     def _violation(self, conn: ConnRecord, reason: str) -> None:
         self._out.append(Log("warning", "protocol violation", (("peer", conn.name), ("reason", reason))))
-        self._out.append(Send(conn.conn, Error(f"protocol violation: {reason}")))
+        last_words = Send(conn.conn, Error(f"protocol violation: {reason}"))
+        self._last_words[conn.conn] = last_words
+        self._out.append(last_words)
         self._out.append(Close(conn.conn, reason))
         self._drop_conn(conn.conn, reason, conn.last_seen)
 
@@ -184,12 +206,42 @@ class SchedulerState:
                 continue  # a resend after a reconnect: acknowledged again, not queued twice
             self._seq += 1
             job = JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, spec.payload, self._seq,
-                            cluster.priority, now)
+                            cluster.priority, now, spec.options)
             cluster.jobs[job.uid] = job
             self.jobs[job.uid] = job
-            self.policy.enqueue(job)
+            unfit = self._unfit_reason(job)
+            if unfit:
+                self._finish(job, JobResult(job.uid, JobStatus.FAILED.value, reason=unfit, finished_at=now))
+            else:
+                self.policy.enqueue(job)
         if uids:
             self._out.append(Send(conn.conn, Queued(cluster.cluster_id, uids, now)))
+
+    def _unfit_reason(self, job: JobRecord) -> str:
+        """Why no node of the pool could ever run this job ("" if one could, or if there are none yet)."""
+        if not self.nodes or any(node.could_ever_fit(job) for node in self.nodes.values()):
+            return ""
+        if job.pin and job.pin not in {n.name for n in self.nodes.values()}:
+            return ""  # the named node may (re)join
+        biggest = max(self.nodes.values(), key=lambda n: (n.cpus, n.memory, n.gpus))
+        return (f"no node can run this job: it asks for {job.cpus:g} cpus, {job.memory} bytes of memory "
+                f"and {job.gpus} gpus; the largest node ({biggest.name}) has {biggest.cpus} cpus, "
+                f"{biggest.memory} bytes and {biggest.gpus} gpus")
+
+    def _cancel(self, conn: ConnRecord, uids: list[str]) -> None:
+        by_node: dict[int, list[str]] = defaultdict(list)
+        for uid in uids:
+            job = self.jobs.get(uid)
+            if job is None or job.tenant != conn.tenant or job.status.is_final:
+                continue  # not found, not yours, or over: nothing to do (and nothing to tell apart)
+            if job.node_conn is None:
+                self.policy.dequeue(job)
+                self._finish(job, JobResult(job.uid, JobStatus.CANCELLED.value, reason="cancelled"))
+            elif not job.cancel_requested:
+                job.cancel_requested = True
+                by_node[job.node_conn].append(uid)
+        for node_conn, node_uids in by_node.items():
+            self._out.append(Send(node_conn, CancelTasks(node_uids, "cancelled by the client")))
 
     def _ack(self, conn: ConnRecord, uids: list[str]) -> None:
         for uid in uids:
@@ -243,8 +295,15 @@ class SchedulerState:
         conn.node = node
         self.nodes[conn.conn] = node
         self._out.append(Log("info", "node joined", (("node", node.name), ("cpus", node.cpus))))
+        self._node_event("joined", node)
 
-    def _node_progress(self, conn: ConnRecord, started: list[JobStarted], results: list[JobResult]) -> None:
+    def _node_event(self, event: str, node: NodeRecord) -> None:
+        message = NodeEvent(event, node.name, node.cpus)
+        for conn in {c.conn for c in self.clusters.values() if c.conn is not None}:
+            self._out.append(Send(conn, message))
+
+    def _node_progress(self, conn: ConnRecord, progress: NodeProgress) -> None:
+        started, results = progress.started, progress.results
         node = conn.node
         if node is None:
             self._violation(conn, "NodeProgress before NodeReady")
@@ -262,16 +321,31 @@ class SchedulerState:
             cluster = self.clusters[job.cluster_id]
             if cluster.conn is not None:
                 self._started[cluster.conn].append(JobStarted(job.uid, node.name, event.started_at))
+        for value in progress.provisional:
+            conn_id = self._client_of(node, value.uid)
+            if conn_id is not None:
+                self._extras.setdefault(conn_id, ([], []))[0].append(value)
+        for chunk in progress.files:
+            conn_id = self._client_of(node, chunk.uid)
+            if conn_id is not None:
+                self._extras.setdefault(conn_id, ([], []))[1].append(chunk)
         for result in results:
-            job = node.assigned.pop(result.uid, None)
+            job = node.unassign(result.uid)
             if job is None:
                 continue  # not ours (any more): e.g. abandoned after a timeout
             node.done += 1
             if result.finished_at and result.started_at:
                 node.observe_runtime(result.finished_at - result.started_at)
+            if job.cancel_requested and result.status == JobStatus.FAILED.value:
+                result = msgspec.structs.replace(result, status=JobStatus.CANCELLED.value)
             if result.node != node.name:
-                result = _with_node(result, node.name)
+                result = msgspec.structs.replace(result, node=node.name)
             self._finish(job, result)
+
+    def _client_of(self, node: NodeRecord, uid: str) -> int | None:
+        """The attached client connection of a job running on ``node`` (None: not ours, or detached)."""
+        job = node.assigned.get(uid)
+        return None if job is None else self.clusters[job.cluster_id].conn
 
     def _finish(self, job: JobRecord, result: JobResult) -> None:
         job.status = JobStatus(result.status)
@@ -289,6 +363,7 @@ class SchedulerState:
         conn = self.conns.pop(conn_id, None)
         if conn is None:
             return
+        self._dropped = True
         for cluster in self.clusters.values():
             if cluster.conn == conn_id:
                 cluster.conn = None
@@ -298,6 +373,7 @@ class SchedulerState:
             return
         self._out.append(Log("warning", "node lost", (("node", node.name), ("reason", reason),
                                                         ("jobs", len(node.assigned)))))
+        self._node_event("failed" if node.assigned else "left", node)
         for job in node.assigned.values():
             cluster = self.clusters[job.cluster_id]
             if job.status is JobStatus.QUEUED or cluster.reentrant:
@@ -323,28 +399,37 @@ class SchedulerState:
     def _schedule(self) -> None:
         if not self.nodes or not len(self.policy):
             return
-        free = {conn: node.free() for conn, node in self.nodes.items()}
-        total = sum(f for f in free.values() if f > 0)
-        if total <= 0:
+        room = sum(max(node.room(), 0) for node in self.nodes.values())
+        if room <= 0:
             return
-        chosen = list(islice(self.policy.order(), total))
+        nodes = list(self.nodes.values())
+        chosen: list[tuple[JobRecord, NodeRecord]] = []
+        skipped = 0
+        for job in self.policy.order():
+            fitting = [n for n in nodes if n.fits(job)]
+            if not fitting:
+                skipped += 1  # waits for room; later jobs may still fit (skip mode)
+                if skipped >= MAX_SKIPPED:
+                    break
+                continue
+            node = max(fitting, key=lambda n: n.cpus - n.used_cpus)  # spread: the emptiest node
+            before = max(node.room(), 0)
+            node.assign(job)
+            room -= before - max(node.room(), 0)
+            chosen.append((job, node))
+            if room <= 0:
+                break
         tasks: dict[int, list[Task]] = defaultdict(list)
         defs: dict[int, list[ClusterDef]] = defaultdict(list)
-        for job in chosen:
-            node_conn = max(free, key=free.__getitem__)  # the emptiest node first
-            if free[node_conn] <= 0:
-                break
-            free[node_conn] -= 1
-            node = self.nodes[node_conn]
+        for job, node in chosen:
             self.policy.dequeue(job)
-            job.node_conn = node_conn
+            job.node_conn = node.conn
             job.node = node.name
-            node.assigned[job.uid] = job
             cluster = self.clusters[job.cluster_id]
-            if node_conn not in cluster.nodes_with_spec:
-                cluster.nodes_with_spec.add(node_conn)
-                defs[node_conn].append(ClusterDef(cluster.cluster_id, cluster.spec))
-            tasks[node_conn].append(Task(job.uid, job.cluster_id, job.payload))
+            if node.conn not in cluster.nodes_with_spec:
+                cluster.nodes_with_spec.add(node.conn)
+                defs[node.conn].append(ClusterDef(cluster.cluster_id, cluster.spec))
+            tasks[node.conn].append(Task(job.uid, job.cluster_id, job.payload, job.timeout))
         for node_conn, node_tasks in tasks.items():
             self._out.append(Send(node_conn, Dispatch(defs.pop(node_conn, []), node_tasks)))
 
@@ -362,9 +447,3 @@ class SchedulerState:
             "connections": len(self.conns),
             "policy": self.policy.name,
         }
-
-
-def _with_node(result: JobResult, node: str) -> JobResult:
-    return JobResult(result.uid, result.status, result.payload, result.stdout, result.stderr,
-                     result.traceback, result.reason, result.exit_code, result.started_at,
-                     result.finished_at, node)
