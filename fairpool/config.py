@@ -51,6 +51,10 @@ class SchedulerConfig:
     heartbeat_timeout: float = 10.0
     handshake_timeout: float = 10.0
     max_frame_size: int = DEFAULT_MAX_FRAME
+    journal: bool = True  # off: nothing survives a scheduler restart (for benchmarks only)
+    journal_fsync: bool = True
+    compact_bytes: int = 64 * 1024 * 1024  # compact the journal when it grows past this
+    result_retention: float = 7 * 24 * 3600.0  # seconds a finished job's result waits for its client
 
     @property
     def secret_path(self) -> Path:
@@ -161,6 +165,14 @@ def _choice(*choices: str) -> Converter:
     return convert
 
 
+def _bool(value: Any, from_text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if from_text and isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+        return value.lower() in ("true", "yes", "on")
+    raise _Bad(f"expected true or false, got {_show(value)}")
+
+
 def _word(value: Any, from_text: bool) -> str:
     if not isinstance(value, str) or not value or any(c.isspace() for c in value):
         raise _Bad(f"expected a non-empty name without spaces, got {_show(value)}")
@@ -246,6 +258,10 @@ SCHEDULER_KEYS: dict[str, Converter] = {
     "policy": _word,
     "policy_file": _path,
     "heartbeat_timeout": _duration,
+    "journal": _bool,
+    "journal_fsync": _bool,
+    "compact_bytes": _size,
+    "result_retention": _duration,
 }
 
 NODE_KEYS: dict[str, Converter] = {

@@ -222,6 +222,10 @@ class NodeReady(Message, frozen=True):
     cpus: int
     memory: int = 0  # bytes
     gpus: int = 0
+    # One run of the node daemon; a restarted node has a new session, and lost what it ran.
+    session: str = ""
+    # Every job the node still holds (queued, running, or with a result not yet acknowledged).
+    held: list[str] = []
 
 
 class Dispatch(Message, frozen=True):

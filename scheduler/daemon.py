@@ -9,11 +9,14 @@ that is waiting before it acts, so a burst of messages costs one pass.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import structlog
 import trio
@@ -21,7 +24,7 @@ import trio
 from fairpool.address import Address
 from fairpool.config import SchedulerConfig
 from fairpool.handshake import AuthError
-from fairpool.messages import Heartbeat
+from fairpool.messages import Heartbeat, Message
 from fairpool.policies.registry import make_policy
 from fairpool.protocol import ProtocolError
 from fairpool.scheduler.events import (
@@ -29,11 +32,15 @@ from fairpool.scheduler.events import (
     Connected,
     Disconnected,
     Log,
+    Persist,
     Received,
     Send,
     Stimulus,
     Tick,
 )
+from fairpool.scheduler.journal import JOURNAL_NAME, JournalFile, read_journal
+from fairpool.scheduler.journalwriter import JournalWriter
+from fairpool.scheduler.replay import replay, snapshot
 from fairpool.scheduler.state import SchedulerState
 from fairpool.secret import ensure_secret
 from fairpool.wire import ConnectionClosed, MessageStream, Outbox, accept_handshake
@@ -58,10 +65,35 @@ class SchedulerServer:
     def __init__(self, config: SchedulerConfig, secret: bytes) -> None:
         self.config = config
         self._secret = secret
-        self.state = SchedulerState(make_policy(config.policy), heartbeat_timeout=config.heartbeat_timeout)
+        self.state = SchedulerState(make_policy(config.policy), heartbeat_timeout=config.heartbeat_timeout,
+                                    result_retention=config.result_retention)
         self._send_inbox, self._inbox = trio.open_memory_channel[Stimulus](INBOX_SIZE)
         self._links: dict[int, _Link] = {}
         self._ids = itertools.count(1)
+        self.writer: JournalWriter | None = None
+
+    def open_journal(self) -> None:
+        """Replay the journal into the state, then keep appending to it (compacted first)."""
+        path = self.config.state_dir / JOURNAL_NAME
+        contents = read_journal(path)  # JournalCorrupt propagates: the daemon must not start
+        journal = JournalFile(path, fsync=self.config.journal_fsync)
+        if contents.torn:
+            log.warning("journal tail was torn (a crash mid-write): cut", file=str(path),
+                        offset=contents.intact_end, bytes_cut=contents.size - contents.intact_end)
+            journal.truncate(contents.intact_end)
+        replay(self.state, contents.records, time.time())
+        self.writer = JournalWriter(journal, self._deliver, compact_bytes=self.config.compact_bytes,
+                                    snapshot=lambda: snapshot(self.state))
+        if contents.records:
+            self.writer.compact()
+            stats = self.state.statistics()
+            log.info("journal replayed", records=len(contents.records), clusters=stats["clusters"],
+                     queued=stats["queued"], on_nodes=len(self.state.orphans), finished=stats["finished"])
+
+    def _deliver(self, conn: int, message: Message) -> None:
+        link = self._links.get(conn)
+        if link is not None:
+            link.outbox.put(message)
 
     # --- the state task -----------------------------------------------------
 
@@ -75,14 +107,20 @@ class SchedulerServer:
                     break
             for item in batch:
                 self._execute(self.state.handle(item))
+            if self.writer is not None:
+                self.writer.end_of_batch()
 
     def _execute(self, instructions: list) -> None:  # type: ignore[type-arg]
         for instruction in instructions:
             match instruction:
-                case Send(conn, message):
-                    link = self._links.get(conn)
-                    if link is not None:
-                        link.outbox.put(message)
+                case Send(conn, message, durable):
+                    if self.writer is not None:
+                        self.writer.send(conn, message, durable)
+                    else:
+                        self._deliver(conn, message)
+                case Persist(record):
+                    if self.writer is not None:
+                        self.writer.append(record)
                 case Close(conn, reason):
                     link = self._links.get(conn)
                     if link is not None:
@@ -143,6 +181,8 @@ class SchedulerServer:
                 nursery.cancel_scope.cancel()
         finally:
             self._links.pop(conn, None)
+            if self.writer is not None:
+                self.writer.forget(conn)
             with trio.CancelScope(shield=True):
                 await self._send_inbox.send(Disconnected(conn, reason, time.time()))
                 await messages.aclose()
@@ -155,6 +195,21 @@ class SchedulerServer:
         except ConnectionClosed:
             pass
         scope.cancel()
+
+
+class StateDirBusy(Exception):
+    pass
+
+
+def _lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """One scheduler per state dir: two would interleave their journals."""
+    f = open(state_dir / "scheduler.lock", "ab")  # noqa: SIM115 - held for the daemon's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise StateDirBusy(f"another scheduler is running on state dir {state_dir}") from None
+    return f
 
 
 def _describe(stream: trio.SocketStream) -> str:
@@ -170,6 +225,9 @@ async def serve_scheduler(config: SchedulerConfig, *, task_status: trio.TaskStat
     config.state_dir.mkdir(parents=True, exist_ok=True)
     secret = ensure_secret(config.secret_path)
     server = SchedulerServer(config, secret)
+    lock = _lock_state_dir(config.state_dir)
+    if config.journal:
+        server.open_journal()
     listeners = await trio.open_tcp_listeners(config.listen.port, host=config.listen.host)
     host, port = listeners[0].socket.getsockname()[:2]
     bound = Address(host, port)
@@ -179,6 +237,8 @@ async def serve_scheduler(config: SchedulerConfig, *, task_status: trio.TaskStat
     os.replace(tmp, address_file)  # readers never see a half-written address
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.run_state)
+        if server.writer is not None:
+            nursery.start_soon(server.writer.run_commits)
         nursery.start_soon(server.run_ticker)
         nursery.start_soon(_serve, listeners, server)
         log.info("scheduler listening", address=str(bound), policy=server.state.policy.name,
@@ -188,6 +248,11 @@ async def serve_scheduler(config: SchedulerConfig, *, task_status: trio.TaskStat
             await trio.sleep(math.inf)
         finally:
             address_file.unlink(missing_ok=True)
+            if server.writer is not None:
+                server.writer.end_of_batch()
+                server.writer.journal.sync()  # what was acknowledged is on disk already; the rest too
+                server.writer.journal.close()
+            lock.close()
             log.info("scheduler stopped", **server.state.statistics())
 
 

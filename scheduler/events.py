@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from fairpool.handshake import Peer
 from fairpool.messages import AnyMessage, Message
+from fairpool.scheduler.journalrecords import JournalRecord
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,18 @@ Stimulus = Connected | Received | Disconnected | Tick
 
 @dataclass(frozen=True)
 class Send:
+    """Send a message. ``durable``: only once every record persisted before it is on disk."""
+
     conn: int
     message: Message
+    durable: bool = False
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Append a record to the journal (durable at the next group commit)."""
+
+    record: JournalRecord
 
 
 @dataclass(frozen=True)
@@ -64,4 +75,4 @@ class Log:
     fields: tuple[tuple[str, object], ...] = ()
 
 
-Instruction = Send | Close | Log
+Instruction = Send | Persist | Close | Log

@@ -82,10 +82,13 @@ class ClusterRecord:
 
 class NodeRecord:
     __slots__ = ("conn", "name", "cpus", "memory", "gpus", "assigned", "avg_runtime",
-                 "done", "joined_at", "state", "used_cpus", "used_memory", "used_gpus", "special")
+                 "done", "joined_at", "state", "used_cpus", "used_memory", "used_gpus", "special",
+                 "session")
 
-    def __init__(self, conn: int, name: str, cpus: int, memory: int, gpus: int, now: float) -> None:
+    def __init__(self, conn: int, name: str, cpus: int, memory: int, gpus: int, now: float,
+                 session: str = "") -> None:
         self.conn = conn
+        self.session = session
         self.name = name
         self.cpus = cpus
         self.memory = memory

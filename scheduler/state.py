@@ -31,6 +31,7 @@ from fairpool.messages import (
     JobProvisional,
     JobResult,
     JobStarted,
+    JobSubmit,
     JobsUpdate,
     NodeEvent,
     NodeProgress,
@@ -48,11 +49,22 @@ from fairpool.scheduler.events import (
     Disconnected,
     Instruction,
     Log,
+    Persist,
     Received,
     Send,
     Stimulus,
     Tick,
 )
+from fairpool.scheduler.journalrecords import (
+    RAcked,
+    RAssigned,
+    RClusterClosed,
+    RClusterOpened,
+    RJobsQueued,
+    RRequeued,
+    RResults,
+)
+from fairpool.scheduler.orphans import Orphans
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
 _NODE_FINAL = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value})
@@ -61,13 +73,16 @@ NOT_FOUND = "no such cluster"  # also the answer for another tenant's cluster: s
 
 
 class SchedulerState:
-    def __init__(self, policy: Policy, *, heartbeat_timeout: float = 10.0) -> None:
+    def __init__(self, policy: Policy, *, heartbeat_timeout: float = 10.0,
+                 result_retention: float = 7 * 24 * 3600.0) -> None:
         self.policy = policy
         self.heartbeat_timeout = heartbeat_timeout
+        self.result_retention = result_retention
         self.conns: dict[int, ConnRecord] = {}
         self.nodes: dict[int, NodeRecord] = {}
         self.clusters: dict[str, ClusterRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
+        self.orphans = Orphans()
         self.finished_total = 0
         self._seq = 0
         self._out: list[Instruction] = []
@@ -123,8 +138,8 @@ class SchedulerState:
     def _on_message(self, conn: ConnRecord, message: AnyMessage, now: float) -> None:
         match conn.role, message:
             case "node", Heartbeat():
-                # Echoed: the node then knows everything it sent before was received.
-                self._out.append(Send(conn.conn, message))
+                # Echoed once durable: the node may then forget every result it sent before.
+                self._out.append(Send(conn.conn, message, durable=True))
             case _, Heartbeat():
                 pass
             case "client", Submit():
@@ -167,6 +182,8 @@ class SchedulerState:
             cluster = ClusterRecord(message.cluster_id, conn.tenant, message.name, message.spec,
                                     message.reentrant, message.priority, conn.conn, now)
             self.clusters[cluster.cluster_id] = cluster
+            self._out.append(Persist(RClusterOpened(cluster.cluster_id, cluster.tenant, cluster.name,
+                                                    cluster.spec, cluster.reentrant, cluster.priority, now)))
             self._out.append(Log("info", "cluster opened", (("cluster", cluster.cluster_id),
                                                               ("tenant", conn.tenant), ("client", conn.name))))
             self._out.append(Send(conn.conn, ClusterOpened(cluster.cluster_id)))
@@ -193,6 +210,7 @@ class SchedulerState:
             return
         prefix = cluster.cluster_id + "."
         uids: list[str] = []
+        new: list[JobSubmit] = []
         for spec in message.jobs:
             if not spec.uid.startswith(prefix):
                 self._out.append(Send(conn.conn, Error(f"job uid {spec.uid!r} must start with {prefix!r}", spec.uid)))
@@ -202,20 +220,29 @@ class SchedulerState:
                 self._out.append(Send(conn.conn, Error(f"job uid {spec.uid!r} is taken", spec.uid)))
                 continue
             uids.append(spec.uid)
-            if spec.uid in cluster.jobs:
-                continue  # a resend after a reconnect: acknowledged again, not queued twice
-            self._seq += 1
-            job = JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, spec.payload, self._seq,
-                            cluster.priority, now, spec.options)
-            cluster.jobs[job.uid] = job
-            self.jobs[job.uid] = job
-            unfit = self._unfit_reason(job)
-            if unfit:
-                self._finish(job, JobResult(job.uid, JobStatus.FAILED.value, reason=unfit, finished_at=now))
-            else:
-                self.policy.enqueue(job)
+            if spec.uid not in cluster.jobs:  # else a resend after a reconnect: acknowledged again only
+                new.append(spec)
+        if new:
+            first = self._seq + 1
+            self._seq += len(new)
+            self._out.append(Persist(RJobsQueued(cluster.cluster_id, new, list(range(first, self._seq + 1)), now)))
+            for seq, spec in enumerate(new, first):
+                self._add_job(cluster, spec, seq, now)
         if uids:
-            self._out.append(Send(conn.conn, Queued(cluster.cluster_id, uids, now)))
+            # QUEUED is a promise that the job is in the journal: sent once the record is on disk.
+            self._out.append(Send(conn.conn, Queued(cluster.cluster_id, uids, now), durable=True))
+
+    def _add_job(self, cluster: ClusterRecord, spec: JobSubmit, seq: int, now: float) -> JobRecord:
+        job = JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, spec.payload, seq, cluster.priority, now,
+                        spec.options)
+        cluster.jobs[job.uid] = job
+        self.jobs[job.uid] = job
+        unfit = self._unfit_reason(job)
+        if unfit:
+            self._finish(job, JobResult(job.uid, JobStatus.FAILED.value, reason=unfit, finished_at=now))
+        else:
+            self.policy.enqueue(job)
+        return job
 
     def _unfit_reason(self, job: JobRecord) -> str:
         """Why no node of the pool could ever run this job ("" if one could, or if there are none yet)."""
@@ -244,21 +271,26 @@ class SchedulerState:
             self._out.append(Send(node_conn, CancelTasks(node_uids, "cancelled by the client")))
 
     def _ack(self, conn: ConnRecord, uids: list[str]) -> None:
+        forgotten: list[str] = []
         for uid in uids:
             job = self.jobs.get(uid)
             if job is None or job.tenant != conn.tenant or job.result is None:
                 continue
+            forgotten.append(uid)
             del self.jobs[uid]
             cluster = self.clusters.get(job.cluster_id)
             if cluster is not None:
                 cluster.jobs.pop(uid, None)
                 self._maybe_forget(cluster)
+        if forgotten:
+            self._out.append(Persist(RAcked(forgotten)))
 
     def _close_cluster(self, conn: ConnRecord, cluster_id: str) -> None:
         cluster = self._owned_cluster(conn, cluster_id)
         if cluster is None:
             return
         cluster.closed = True
+        self._out.append(Persist(RClusterClosed(cluster_id)))
         for job in list(cluster.jobs.values()):
             if job.status is JobStatus.QUEUED and job.node_conn is None:  # not yet on a node
                 self.policy.dequeue(job)
@@ -291,11 +323,46 @@ class SchedulerState:
         if message.cpus < 1:
             self._violation(conn, f"node advertises {message.cpus} cpus")
             return
-        node = NodeRecord(conn.conn, message.name or conn.name, message.cpus, message.memory, message.gpus, now)
+        node = NodeRecord(conn.conn, message.name or conn.name, message.cpus, message.memory, message.gpus,
+                          now, message.session)
         conn.node = node
         self.nodes[conn.conn] = node
         self._out.append(Log("info", "node joined", (("node", node.name), ("cpus", node.cpus))))
+        self._reclaim(node, set(message.held), now)
         self._node_event("joined", node)
+
+    def _reclaim(self, node: NodeRecord, held: set[str], now: float) -> None:
+        """A (re)joining node keeps the jobs it still holds; the rest of what it had is settled."""
+        mine, lost = self.orphans.claim(node.name, node.session)
+        for _session, jobs, reason in lost:
+            self._resolve_orphans(jobs, node.name, reason, now)
+        adopted: list[str] = []
+        stale: list[str] = []
+        never_received: list[JobRecord] = []
+        for uid in held:
+            job = mine.pop(uid, None)
+            if job is None:
+                job = self.jobs.get(uid)
+                if job is None or job.status.is_final or job.node_conn is not None or job.node:
+                    stale.append(uid)  # over, forgotten, or someone else's now: the node drops it
+                    continue
+                self.policy.dequeue(job)  # dispatched just before a crash: it is there already
+            node.assign(job)
+            job.node_conn = node.conn
+            job.node = node.name
+            self.clusters[job.cluster_id].nodes_with_spec.add(node.conn)
+            adopted.append(uid)
+        for job in mine.values():
+            job.status = JobStatus.QUEUED  # not held: it never reached the node
+            never_received.append(job)
+        self._resolve_orphans(never_received, node.name, "never received", now)
+        if adopted:
+            self._out.append(Persist(RAssigned(node.name, node.session, adopted)))
+            cancels = [uid for uid in adopted if self.jobs[uid].cancel_requested]
+            if cancels:
+                self._out.append(Send(node.conn, CancelTasks(cancels, "cancelled by the client")))
+        if stale:
+            self._out.append(Send(node.conn, CancelTasks(stale, "unknown to the scheduler")))
 
     def _node_event(self, event: str, node: NodeRecord) -> None:
         message = NodeEvent(event, node.name, node.cpus)
@@ -329,6 +396,7 @@ class SchedulerState:
             conn_id = self._client_of(node, chunk.uid)
             if conn_id is not None:
                 self._extras.setdefault(conn_id, ([], []))[1].append(chunk)
+        finished: list[JobResult] = []
         for result in results:
             job = node.unassign(result.uid)
             if job is None:
@@ -340,14 +408,21 @@ class SchedulerState:
                 result = msgspec.structs.replace(result, status=JobStatus.CANCELLED.value)
             if result.node != node.name:
                 result = msgspec.structs.replace(result, node=node.name)
-            self._finish(job, result)
+            self._finish(job, result, persist=False)
+            finished.append(result)
+        if finished:
+            self._out.append(Persist(RResults(finished)))
 
     def _client_of(self, node: NodeRecord, uid: str) -> int | None:
         """The attached client connection of a job running on ``node`` (None: not ours, or detached)."""
         job = node.assigned.get(uid)
         return None if job is None else self.clusters[job.cluster_id].conn
 
-    def _finish(self, job: JobRecord, result: JobResult) -> None:
+    def _finish(self, job: JobRecord, result: JobResult, persist: bool = True) -> None:
+        if persist:
+            self._out.append(Persist(RResults([result])))
+        if job.node and job.node_conn is None:
+            self.orphans.release(job)
         job.status = JobStatus(result.status)
         job.result = result
         job.payload = b""  # the arguments are not needed any more
@@ -371,23 +446,61 @@ class SchedulerState:
         node = self.nodes.pop(conn_id, None)
         if node is None:
             return
-        self._out.append(Log("warning", "node lost", (("node", node.name), ("reason", reason),
-                                                        ("jobs", len(node.assigned)))))
+        self._out.append(Log("warning", "node disconnected", (("node", node.name), ("reason", reason),
+                                                                ("jobs", len(node.assigned)))))
         self._node_event("failed" if node.assigned else "left", node)
-        for job in node.assigned.values():
-            cluster = self.clusters[job.cluster_id]
-            if job.status is JobStatus.QUEUED or cluster.reentrant:
-                # Never started (still prefetched), or safe to run again: back in the queue.
-                job.status = JobStatus.QUEUED
+        if node.assigned:
+            # The node may still be running them: it has until the deadline to come back (same
+            # session) and claim them; after that they are requeued or abandoned.
+            for job in node.assigned.values():
                 job.node_conn = None
-                job.node = ""
+            self.orphans.hold(node.name, node.session, now + self.heartbeat_timeout, node.assigned.values(),
+                              reason)
+
+    def _resolve_orphans(self, jobs: list[JobRecord], node: str, reason: str, now: float) -> None:
+        """Jobs their node lost: back in the queue if they may run again, else ABANDONED."""
+        requeued: list[str] = []
+        for job in jobs:
+            job.node_conn = None
+            job.node = ""
+            if job.status is JobStatus.QUEUED or self.clusters[job.cluster_id].reentrant:
+                job.status = JobStatus.QUEUED  # never started, or safe to run again
                 self.policy.enqueue(job)
+                requeued.append(job.uid)
             else:
                 self._finish(job, JobResult(job.uid, JobStatus.ABANDONED.value,
-                                            reason=f"node {node.name} lost: {reason}",
-                                            started_at=job.started_at, finished_at=now, node=node.name))
+                                            reason=f"node {node} lost: {reason}",
+                                            started_at=job.started_at, finished_at=now, node=node))
+        if requeued:
+            self._out.append(Persist(RRequeued(requeued)))
+            self._out.append(Log("info", "jobs requeued", (("node", node), ("jobs", len(requeued)))))
+
+    def _purge_expired(self, now: float) -> None:
+        """Results nobody came for within the retention time are dropped (and the drop logged)."""
+        horizon = now - self.result_retention
+        expired = [job for cluster in self.clusters.values() if cluster.conn is None
+                   for job in cluster.jobs.values()
+                   if job.result is not None and 0 < job.result.finished_at < horizon]
+        if not expired:
+            return
+        for job in expired:
+            del self.jobs[job.uid]
+            cluster = self.clusters[job.cluster_id]
+            del cluster.jobs[job.uid]
+        for cluster in {self.clusters[j.cluster_id] for j in expired}:
+            self._out.append(Log("warning", "results purged after the retention time",
+                                 (("cluster", cluster.cluster_id), ("tenant", cluster.tenant),
+                                  ("jobs", sum(1 for j in expired if j.cluster_id == cluster.cluster_id)),
+                                  ("retention_s", self.result_retention))))
+            if not cluster.jobs and (cluster.closed or not cluster.unfinished()):
+                cluster.closed = cluster.released = True
+                self._maybe_forget(cluster)
+        self._out.append(Persist(RAcked([job.uid for job in expired])))
 
     def _check_heartbeats(self, now: float) -> None:
+        self._purge_expired(now)
+        for name, _session, jobs, reason in self.orphans.expire(now):
+            self._resolve_orphans(jobs, name, f"{reason}; it did not come back", now)
         for conn in list(self.conns.values()):
             if now - conn.last_seen > self.heartbeat_timeout:
                 reason = f"no heartbeat for {now - conn.last_seen:.1f}s"
@@ -431,7 +544,15 @@ class SchedulerState:
                 defs[node.conn].append(ClusterDef(cluster.cluster_id, cluster.spec))
             tasks[node.conn].append(Task(job.uid, job.cluster_id, job.payload, job.timeout))
         for node_conn, node_tasks in tasks.items():
+            node = self.nodes[node_conn]
+            # Dispatch need not wait for the record: a crash before it is durable leaves the
+            # job QUEUED, and the node, when it reconnects, says it holds it (_reclaim).
+            self._out.append(Persist(RAssigned(node.name, node.session, [t.uid for t in node_tasks])))
             self._out.append(Send(node_conn, Dispatch(defs.pop(node_conn, []), node_tasks)))
+
+    def restore_seq(self, seq: int) -> None:
+        """Replay: submit sequences continue after the highest one journaled."""
+        self._seq = max(self._seq, seq)
 
     # --- views --------------------------------------------------------------
 

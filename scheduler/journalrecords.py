@@ -1,0 +1,85 @@
+"""What the journal records: one frozen struct per kind of acknowledged state change.
+
+Payloads (functions, arguments, results) are stored inside the records, once
+each, as the opaque bytes the clients sent: the journal never unpickles.
+Compaction rewrites only what is still alive, so a payload is purged when
+the client has acknowledged its result.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from fairpool.messages import JobResult, JobSubmit
+
+
+class Record(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    pass
+
+
+class RClusterOpened(Record, frozen=True):
+    cluster_id: str
+    tenant: str
+    name: str
+    spec: bytes
+    reentrant: bool
+    priority: int
+    at: float
+
+
+class RJobsQueued(Record, frozen=True):
+    """Jobs acknowledged QUEUED; ``seqs[i]`` is ``jobs[i]``'s submit sequence (queue order)."""
+
+    cluster_id: str
+    jobs: list[JobSubmit]
+    seqs: list[int]
+    at: float
+
+
+class RAssigned(Record, frozen=True):
+    """Jobs handed to a node (by name, in one run of that node: ``session``)."""
+
+    node: str
+    session: str
+    uids: list[str]
+
+
+class RRequeued(Record, frozen=True):
+    """Jobs back in the queue (their node was lost and they may run again)."""
+
+    uids: list[str]
+
+
+class RResults(Record, frozen=True):
+    results: list[JobResult]
+
+
+class RAcked(Record, frozen=True):
+    """The client holds these results: forget the jobs."""
+
+    uids: list[str]
+
+
+class RClusterClosed(Record, frozen=True):
+    cluster_id: str
+
+
+JournalRecord = RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[JournalRecord] = msgspec.msgpack.Decoder(JournalRecord)
+
+
+class RecordError(ValueError):
+    pass
+
+
+def encode_record(record: JournalRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes) -> JournalRecord:
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise RecordError(f"undecodable record: {exc}") from None

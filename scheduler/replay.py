@@ -1,0 +1,134 @@
+"""Journal records <-> SchedulerState: rebuild the state on start, and snapshot it to compact.
+
+``replay(state, records)`` applies what the live state journaled, in order,
+to a fresh state: clusters and jobs come back, queued jobs queue again in
+their old order, jobs that were on nodes wait for their node to reclaim
+them (``Orphans``), results wait for their client. ``snapshot(state)`` is
+the shortest list of records that replays to the same state: compaction.
+Both are pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from fairpool.jobstatus import JobStatus
+from fairpool.messages import JobOptions, JobSubmit
+from fairpool.scheduler.journalrecords import (
+    JournalRecord,
+    RAcked,
+    RAssigned,
+    RClusterClosed,
+    RClusterOpened,
+    RJobsQueued,
+    RRequeued,
+    RResults,
+)
+from fairpool.scheduler.records import ClusterRecord, JobRecord
+from fairpool.scheduler.state import SchedulerState
+
+
+def replay(state: SchedulerState, records: list[JournalRecord], now: float) -> None:
+    for record in records:
+        apply(state, record)
+    # Every node that held jobs gets one heartbeat timeout from now to come back for them.
+    state.orphans.set_deadlines(now + state.heartbeat_timeout)
+
+
+def apply(state: SchedulerState, record: JournalRecord) -> None:
+    match record:
+        case RJobsQueued(cluster_id, jobs, seqs, at):
+            cluster = state.clusters[cluster_id]
+            for spec, seq in zip(jobs, seqs, strict=True):
+                job = JobRecord(spec.uid, cluster_id, cluster.tenant, spec.payload, seq, cluster.priority, at,
+                                spec.options)
+                cluster.jobs[job.uid] = job
+                state.jobs[job.uid] = job
+                state.policy.enqueue(job)
+                state.restore_seq(seq)
+        case RAssigned(node, session, uids):
+            jobs = [state.jobs[uid] for uid in uids if uid in state.jobs]
+            for job in jobs:
+                state.policy.dequeue(job)
+                state.orphans.release(job)
+                job.node = node
+                job.node_conn = None
+            state.orphans.hold(node, session, math.inf, jobs, "the scheduler restarted")
+        case RRequeued(uids):
+            for uid in uids:
+                job = state.jobs.get(uid)
+                if job is not None and not job.status.is_final:
+                    state.orphans.release(job)
+                    job.node = ""
+                    job.status = JobStatus.QUEUED
+                    state.policy.enqueue(job)
+        case RResults(results):
+            for result in results:
+                job = state.jobs.get(result.uid)
+                if job is None or job.status.is_final:
+                    continue
+                state.policy.dequeue(job)
+                state.orphans.release(job)
+                job.status = JobStatus(result.status)
+                job.result = result
+                job.payload = b""
+                job.node = result.node
+                state.finished_total += 1
+        case RAcked(uids):
+            for uid in uids:
+                job = state.jobs.pop(uid, None)
+                if job is not None:
+                    cluster = state.clusters.get(job.cluster_id)
+                    if cluster is not None:
+                        cluster.jobs.pop(uid, None)
+                        _forget_if_done(state, cluster)
+        case RClusterOpened(cluster_id, tenant, name, spec, reentrant, priority, at):
+            if cluster_id not in state.clusters:
+                state.clusters[cluster_id] = ClusterRecord(cluster_id, tenant, name, spec, reentrant, priority,
+                                                           None, at)
+        case RClusterClosed(cluster_id):
+            cluster = state.clusters.get(cluster_id)
+            if cluster is not None:
+                cluster.closed = True
+                cluster.released = True  # no node has its definition after a restart
+                for job in list(cluster.jobs.values()):
+                    if job.status is JobStatus.QUEUED and not job.node:
+                        state.policy.dequeue(job)  # the close cancelled these (their results follow)
+                _forget_if_done(state, cluster)
+
+
+def _forget_if_done(state: SchedulerState, cluster: ClusterRecord) -> None:
+    if cluster.closed and not cluster.jobs:
+        del state.clusters[cluster.cluster_id]
+
+
+def snapshot(state: SchedulerState) -> list[JournalRecord]:
+    """Records that replay to this state: the live clusters, jobs, assignments and results."""
+    records: list[JournalRecord] = []
+    assigned: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for node in state.nodes.values():
+        assigned[(node.name, node.session)].extend(node.assigned)
+    for name, session, jobs in state.orphans.by_node():
+        assigned[(name, session)].extend(job.uid for job in jobs)
+    for cluster in state.clusters.values():
+        records.append(RClusterOpened(cluster.cluster_id, cluster.tenant, cluster.name, cluster.spec,
+                                      cluster.reentrant, cluster.priority, cluster.created_at))
+        jobs = sorted(cluster.jobs.values(), key=lambda j: j.seq)
+        if jobs:
+            records.append(RJobsQueued(cluster.cluster_id, [_submit_of(j) for j in jobs], [j.seq for j in jobs],
+                                       jobs[0].submitted_at))
+        results = [j.result for j in jobs if j.result is not None]
+        if results:
+            records.append(RResults(results))
+        if cluster.closed:
+            records.append(RClusterClosed(cluster.cluster_id))
+    for (name, session), uids in assigned.items():
+        if uids:
+            records.append(RAssigned(name, session, uids))
+    return records
+
+
+def _submit_of(job: JobRecord) -> JobSubmit:
+    options = JobOptions(job.cpus, job.memory, job.gpus, job.timeout, job.priority, job.pin)
+    return JobSubmit(job.uid, job.payload, options)
