@@ -230,11 +230,39 @@ def pytest_runtest_makereport(item: pytest.Item,
 
 # --- fixtures ------------------------------------------------------------------------------
 
+TEST_SCHEDULER_CONFIG: dict[str, Any] = {
+    "heartbeat_interval": 0.5,
+    "heartbeat_timeout": 4.0,
+    "handshake_timeout": 3.0,
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "scheduler_config(**keys): extra keys for the scheduler's config file")
+
 
 @pytest.fixture
 def scheduler(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SchedulerProcess]:
-    """A running scheduler on 127.0.0.1 (free port), state in ``tmp_path/sched``."""
-    process = SchedulerProcess(tmp_path / "sched", log_dir=tmp_path)
+    """A running scheduler on 127.0.0.1 (free port), state in ``tmp_path/sched``.
+
+    Its config file sets short heartbeats so that lost nodes are noticed within seconds;
+    ``@pytest.mark.scheduler_config(key=value, ...)`` sets more keys (TOML values).
+    """
+    settings: dict[str, Any] = dict(TEST_SCHEDULER_CONFIG)
+    marker = request.node.get_closest_marker("scheduler_config")
+    if marker is not None:
+        settings.update(marker.kwargs)
+    config_file = tmp_path / "scheduler.toml"
+    config_file.write_text("".join(f"{key} = {_toml_value(value)}\n" for key, value in settings.items()))
+    process = SchedulerProcess(tmp_path / "sched", log_dir=tmp_path, extra_args=["--config", str(config_file)])
     _register(request, process)
     process.start()
     try:
