@@ -1,53 +1,61 @@
-"""fifo: the smallest submit sequence goes first (dispy's and Dask's default)."""
+"""fifo: the smallest submit sequence goes first (dispy's and Dask's default).
+
+Tenants are ordered by the sequence of their oldest queued job, so the merge
+of their queues is the pool's submit order; a requeued job keeps its original
+place (its old sequence). In-tenant priority is ignored: first in, first out.
+
+- ``mode = "strict"`` (default): when the oldest job fits on no node, nothing
+  younger starts (it cannot be overtaken, so it cannot starve).
+- ``mode = "skip"``: a job that fits nowhere is passed over for the round and
+  the next one in submit order is tried (better use of the pool; a big job may
+  wait long).
+
+A tenant held by its own limits (max_running, max resources) never blocks the
+others in either mode.
+"""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from typing import ClassVar
 
-from fairpool.policies.base import QueuedJob
+from .base import NO_FIT_SKIP_JOB, NO_FIT_STOP, Explanation, QueuedJob
+from .core import PolicyBase
+from .heap import Key
+from .options import Option
+
+MODES = ("strict", "skip")
 
 
-class FifoPolicy:
-    """Jobs in submit order; a requeued job keeps its original place (its old sequence).
-
-    A dict keyed by sequence keeps submit order for free (jobs arrive in
-    sequence order); the rare out-of-order requeues are kept aside and merged
-    in lazily, so the head of a queue of 100,000s of jobs costs nothing to read.
-    """
-
+class FifoPolicy(PolicyBase):
     name = "fifo"
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("mode", "choice", "strict", "strict: the oldest job blocks the pool until it fits; "
+               "skip: jobs that fit nowhere are passed over", MODES),
+    )
+    by_priority = False
 
-    def __init__(self) -> None:
-        self._jobs: dict[int, QueuedJob] = {}
-        self._last_seq = -1
-        self._requeued: set[int] = set()
+    def __init__(self, mode: str = "strict") -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"fifo mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        self.no_fit = NO_FIT_STOP if mode == "strict" else NO_FIT_SKIP_JOB
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-    def enqueue(self, job: QueuedJob) -> None:
-        if job.seq < self._last_seq:
-            self._requeued.add(job.seq)
-        else:
-            self._last_seq = job.seq
-        self._jobs[job.seq] = job
-
-    def dequeue(self, job: QueuedJob) -> None:
-        self._jobs.pop(job.seq, None)
-        self._requeued.discard(job.seq)
+    def _key(self, tenant: str) -> Key:
+        return self.head_order(tenant)
 
     def order(self) -> Iterator[QueuedJob]:
-        """Callers must not enqueue or dequeue while iterating: collect first."""
-        if not self._requeued:
-            return iter(self._jobs.values())
-        requeued = sorted(self._requeued)
-        skip = self._requeued
-        inorder = (j for j in self._jobs.values() if j.seq not in skip)
-        return heapq.merge((self._jobs[s] for s in requeued), inorder, key=lambda j: j.seq)
+        queues = [self._tenants[t].queue.jobs() for t in sorted(self._tenants) if self.backlogged(t)]
+        return heapq.merge(*queues, key=lambda job: job.seq)
 
-    def explain(self, job: QueuedJob) -> str:
-        if job.seq not in self._jobs:
-            return "fifo: not queued"
-        ahead = sum(1 for s in self._jobs if s < job.seq)
-        return f"fifo: {ahead} job(s) submitted earlier are still queued"
+    def explain(self, job: QueuedJob, now: float | None = None) -> Explanation:
+        base = super().explain(job, now)
+        if not base.queued:
+            return base
+        earlier = sum(1 for state in self._tenants.values() for other in state.queue.jobs()
+                      if other.seq < job.seq)
+        reason = f"{earlier} job(s) submitted earlier are still queued"
+        return Explanation(self.name, job.uid, job.tenant, True, base.rank, base.tenants, earlier,
+                           None, None, reason)

@@ -1,0 +1,99 @@
+"""Runtime estimates, and the charge of jobs that run longer than estimated.
+
+fair-share and round-robin must charge a job when they dispatch it, before its
+runtime is known: they charge ``c(r) * L_hat`` with ``L_hat`` the tenant's
+moving average of runtimes, and correct by ``c(r) * (L - L_hat)`` when it ends.
+Between the two, a job that outlives its estimate would be under-charged for
+as long as it runs (a newcomer's first hour-long jobs, estimated at the
+default, would let it take every freed slot for an hour). ``Overrun`` charges
+that excess as it happens: ``sum_j c_j * max(0, now - start_j - L_hat_j)``,
+kept incrementally (a heap of the moments jobs cross their estimate), so
+reading it costs O(1) amortized.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+EWMA = 0.2  # weight of the newest runtime: follows a change within ~10 jobs
+
+
+class RuntimeEstimates:
+    """Per-tenant moving average of runtimes; newcomers start from the pool's average."""
+
+    __slots__ = ("initial", "_by_tenant", "_pool")
+
+    def __init__(self, initial: float) -> None:
+        self.initial = initial
+        self._by_tenant: dict[str, float] = {}
+        self._pool: float | None = None
+
+    def get(self, tenant: str) -> float:
+        found = self._by_tenant.get(tenant)
+        if found is not None:
+            return found
+        return self._pool if self._pool is not None else self.initial
+
+    def observe(self, tenant: str, runtime: float) -> None:
+        runtime = max(runtime, 0.0)
+        old = self._by_tenant.get(tenant)
+        self._by_tenant[tenant] = runtime if old is None else old + EWMA * (runtime - old)
+        self._pool = runtime if self._pool is None else self._pool + EWMA * (runtime - self._pool)
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self._by_tenant)
+
+    def load(self, data: dict[str, float]) -> None:
+        self._by_tenant = {str(t): max(float(v), 0.0) for t, v in data.items()}
+
+
+class Overrun:
+    """One tenant's running jobs past their estimate: ``sum c_j * (now - threshold_j)``.
+
+    Times are relative to the policy's origin (small numbers keep the
+    ``rate * now - offset`` form accurate).
+    """
+
+    __slots__ = ("_pending", "_jobs", "_rate", "_offset", "_matured")
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[float, int, str]] = []  # (threshold, seq, uid)
+        self._jobs: dict[str, tuple[float, float, bool]] = {}  # uid -> (charge, threshold, matured)
+        self._rate = 0.0
+        self._offset = 0.0
+        self._matured = 0
+
+    def add(self, uid: str, seq: int, charge: float, threshold: float) -> None:
+        self._jobs[uid] = (charge, threshold, False)
+        heapq.heappush(self._pending, (threshold, seq, uid))
+
+    def remove(self, uid: str) -> None:
+        found = self._jobs.pop(uid, None)
+        if found is None or not found[2]:
+            return  # its heap entry is dropped when it surfaces
+        charge, threshold, _ = found
+        self._matured -= 1
+        if self._matured == 0:
+            self._rate = self._offset = 0.0  # no drift from adding and taking away
+        else:
+            self._rate -= charge
+            self._offset -= charge * threshold
+
+    def value(self, now: float) -> float:
+        pending = self._pending
+        while pending and pending[0][0] <= now:
+            _, _, uid = heapq.heappop(pending)
+            found = self._jobs.get(uid)
+            if found is None or found[2]:
+                continue
+            charge, threshold, _ = found
+            self._jobs[uid] = (charge, threshold, True)
+            self._matured += 1
+            self._rate += charge
+            self._offset += charge * threshold
+        if not self._matured:
+            return 0.0
+        return max(self._rate * now - self._offset, 0.0)
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)

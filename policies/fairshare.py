@@ -1,0 +1,99 @@
+"""fair-share: instantaneous weighted fair share by start-time fair queuing.
+
+Each tenant carries a virtual tag ``F_i``; the backlogged tenant with the
+smallest tag goes next. Dispatching a job of resources ``r`` adds
+``c(r) * L_hat / w_i`` (``L_hat``: the tenant's moving average of runtimes);
+when it ends, ``c(r) * (L - L_hat) / w_i`` corrects the estimate, and while it
+outlives its estimate the excess is charged as it accrues (``Overrun``), so a
+tenant of long jobs cannot take every freed slot until its first job ends.
+
+A tenant that becomes backlogged gets ``F_i <- max(F_i, V)``, ``V`` being the
+virtual time: the tag of the tenant last dispatched (the smallest tag among
+the backlogged at that moment), so idle time earns no credit; so does a tenant
+held by its own limits (``hold``): time spent at its max_running banks nothing. The memory in the
+tags is what makes the long-run share ``w_i / sum w``: choosing by "running
+slots / weight" with no memory locks onto whole slots (POLICIES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from .core import PolicyBase, RunningJob
+from .estimates import Overrun
+from .heap import Key
+from .options import Option
+
+
+class FairSharePolicy(PolicyBase):
+    name = "fair-share"
+    OPTIONS: ClassVar[tuple[Option, ...]] = (
+        Option("initial_estimate", "duration", 1.0,
+               "runtime assumed for a tenant's jobs until one of them has ended"),
+    )
+
+    def __init__(self, initial_estimate: float = 1.0) -> None:
+        super().__init__(initial_estimate=initial_estimate)
+        self._tag: dict[str, float] = {}
+        self._vtime: dict[int, float] = {}  # per class: priority's tiers keep their own
+        self._overrun: dict[str, Overrun] = {}
+
+    def _vclass(self, tenant: str) -> int:
+        return 0
+
+    def tag(self, tenant: str) -> float:
+        """``F_i`` now, the excess of jobs past their estimate included."""
+        tag = self._tag.get(tenant, 0.0)
+        overrun = self._overrun.get(tenant)
+        if overrun:
+            tag += overrun.value(self._rel(self._now)) / self.tree.weight(tenant)
+        return tag
+
+    def _key(self, tenant: str) -> Key:
+        return (self.tag(tenant), *self.head_order(tenant))
+
+    def _on_backlogged(self, tenant: str) -> None:
+        vtime = self._vtime.get(self._vclass(tenant), 0.0)
+        self._tag[tenant] = max(self._tag.get(tenant, vtime), vtime)
+
+    def hold(self, tenant: str) -> None:
+        # Held by its own caps it is not backlogged: like a tenant becoming backlogged,
+        # it starts again from the virtual time, not from a tag its idle slots kept low.
+        self._on_backlogged(tenant)
+
+    def _on_started(self, run: RunningJob, resumed: bool) -> None:
+        if resumed:
+            return  # its estimate is in the restored tag already
+        tenant = run.tenant
+        start_tag = self.tag(tenant)
+        vclass = self._vclass(tenant)
+        self._vtime[vclass] = max(self._vtime.get(vclass, 0.0), start_tag)
+        self._tag[tenant] = self._tag.get(tenant, 0.0) + run.charge * run.estimate / self.tree.weight(tenant)
+        overrun = self._overrun.get(tenant)
+        if overrun is None:
+            overrun = self._overrun[tenant] = Overrun()
+        overrun.add(run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
+
+    def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:
+        tenant = run.tenant
+        overrun = self._overrun.get(tenant)
+        if overrun is not None:
+            overrun.remove(run.uid)
+            if not overrun:
+                del self._overrun[tenant]
+        correction = run.charge * (runtime - run.estimate) / self.tree.weight(tenant)
+        self._tag[tenant] = self._tag.get(tenant, 0.0) + correction
+
+    def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
+        vtime = self._vtime.get(self._vclass(tenant), 0.0)
+        words = f"virtual tag {self.tag(tenant):.4g} vs virtual time {vtime:.4g}"
+        return (self.entitlement_by_weight(tenant, self.active()), self.running_rate(tenant), words)
+
+    def _state(self) -> dict[str, Any]:
+        tags = {t: self.tag(t) for t in sorted(self._tag)}
+        return {"tags": tags, "vtime": {str(c): v for c, v in sorted(self._vtime.items())}}
+
+    def _load(self, state: Mapping[str, Any], now: float) -> None:
+        self._tag = {str(t): float(v) for t, v in dict(state["tags"]).items()}
+        self._vtime = {int(c): float(v) for c, v in dict(state["vtime"]).items()}
