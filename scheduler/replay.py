@@ -41,61 +41,67 @@ def apply(state: SchedulerState, record: JournalRecord) -> None:
         case RJobsQueued(cluster_id, jobs, seqs, at):
             cluster = state.clusters[cluster_id]
             for spec, seq in zip(jobs, seqs, strict=True):
-                job = JobRecord(spec.uid, cluster_id, cluster.tenant, spec.payload, seq, cluster.priority, at,
-                                spec.options)
-                cluster.jobs[job.uid] = job
-                state.jobs[job.uid] = job
-                state.policy.enqueue(job)
+                queued = JobRecord(spec.uid, cluster_id, cluster.tenant, spec.payload, seq, cluster.priority, at,
+                                   spec.options)
+                cluster.jobs[queued.uid] = queued
+                state.jobs[queued.uid] = queued
+                state.dispatcher.enqueue(queued)
                 state.restore_seq(seq)
         case RAssigned(node, session, uids):
-            jobs = [state.jobs[uid] for uid in uids if uid in state.jobs]
-            for job in jobs:
-                state.policy.dequeue(job)
-                state.orphans.release(job)
-                job.node = node
-                job.node_conn = None
-            state.orphans.hold(node, session, math.inf, jobs, "the scheduler restarted")
+            on_node = [state.jobs[uid] for uid in uids if uid in state.jobs]
+            for held in on_node:
+                if held.node:
+                    state.orphans.release(held)  # reassigned (reclaimed after a reconnect)
+                else:
+                    state.dispatcher.dequeue(held)
+                    state.dispatcher.resume(held, held.submitted_at)
+                held.node = node
+                held.node_conn = None
+            state.orphans.hold(node, session, math.inf, on_node, "the scheduler restarted")
         case RRequeued(uids):
             for uid in uids:
-                job = state.jobs.get(uid)
-                if job is not None and not job.status.is_final:
-                    state.orphans.release(job)
-                    job.node = ""
-                    job.status = JobStatus.QUEUED
-                    state.policy.enqueue(job)
+                requeued = state.jobs.get(uid)
+                if requeued is not None and not requeued.status.is_final:
+                    state.orphans.release(requeued)
+                    requeued.node = ""
+                    requeued.status = JobStatus.QUEUED
+                    state.dispatcher.finished(requeued, requeued.submitted_at)
+                    state.dispatcher.enqueue(requeued)
         case RResults(results):
             for result in results:
-                job = state.jobs.get(result.uid)
-                if job is None or job.status.is_final:
+                ended = state.jobs.get(result.uid)
+                if ended is None or ended.status.is_final:
                     continue
-                state.policy.dequeue(job)
-                state.orphans.release(job)
-                job.status = JobStatus(result.status)
-                job.result = result
-                job.payload = b""
-                job.node = result.node
+                if ended.node:
+                    state.orphans.release(ended)
+                    state.dispatcher.finished(ended, result.finished_at or ended.submitted_at)
+                else:
+                    state.dispatcher.dequeue(ended)
+                ended.status = JobStatus(result.status)
+                ended.result = result
+                ended.payload = b""
+                ended.node = result.node
                 state.finished_total += 1
         case RAcked(uids):
             for uid in uids:
-                job = state.jobs.pop(uid, None)
-                if job is not None:
-                    cluster = state.clusters.get(job.cluster_id)
-                    if cluster is not None:
-                        cluster.jobs.pop(uid, None)
-                        _forget_if_done(state, cluster)
+                acked = state.jobs.pop(uid, None)
+                owner = state.clusters.get(acked.cluster_id) if acked is not None else None
+                if owner is not None:
+                    owner.jobs.pop(uid, None)
+                    _forget_if_done(state, owner)
         case RClusterOpened(cluster_id, tenant, name, spec, reentrant, priority, at):
             if cluster_id not in state.clusters:
                 state.clusters[cluster_id] = ClusterRecord(cluster_id, tenant, name, spec, reentrant, priority,
                                                            None, at)
         case RClusterClosed(cluster_id):
-            cluster = state.clusters.get(cluster_id)
-            if cluster is not None:
-                cluster.closed = True
-                cluster.released = True  # no node has its definition after a restart
-                for job in list(cluster.jobs.values()):
-                    if job.status is JobStatus.QUEUED and not job.node:
-                        state.policy.dequeue(job)  # the close cancelled these (their results follow)
-                _forget_if_done(state, cluster)
+            closed = state.clusters.get(cluster_id)
+            if closed is not None:
+                closed.closed = True
+                closed.released = True  # no node has its definition after a restart
+                for waiting in list(closed.jobs.values()):
+                    if waiting.status is JobStatus.QUEUED and not waiting.node:
+                        state.dispatcher.dequeue(waiting)  # the close cancelled these (results follow)
+                _forget_if_done(state, closed)
 
 
 def _forget_if_done(state: SchedulerState, cluster: ClusterRecord) -> None:
