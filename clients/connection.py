@@ -7,12 +7,14 @@ with the address and reason. ``serve(stream)`` then runs three tasks per
 connection -- the ``Outbox`` writer, the reader and the heartbeat -- and when
 the connection is lost, reconnects with exponential backoff and jitter,
 re-opens the cluster and resends every job not yet acknowledged by
-``Queued``. It returns once the scheduler confirms ``ClusterClosed`` (or
+``Queued`` (and every cancellation whose job has not ended). It returns once the scheduler confirms ``ClusterClosed`` (or
 refuses to re-open the cluster, which ends every pending job with that error).
 
 Work arrives from other threads through ``request_flush()``: one
-``run_sync_soon`` per burst of submits, after which ``_flush`` moves every job
-registered so far into Submit messages on the current outbox. The reader
+``run_sync_soon`` per burst of submits (or cancels), after which ``flush``
+moves every job registered so far into Submit messages on the current outbox,
+then the cancellations into a ``CancelJobs``; code on the loop's own thread
+(the async cluster) calls ``flush`` directly. The reader
 handles all the messages one receive returned before it sends one
 ``AckResults`` for them. The same object serves a synchronous cluster (run on
 a ``LoopThread``) and can serve an async one in the caller's own trio loop.
@@ -94,7 +96,7 @@ class ClusterConnection:
         ``trio.RunFinishedError`` if that loop has ended."""
         if self._token is None:
             raise RuntimeError("the connection is not open")
-        self._token.run_sync_soon(self._flush)
+        self._token.run_sync_soon(self.flush)
 
     # --- trio thread ------------------------------------------------------------
 
@@ -192,6 +194,9 @@ class ClusterConnection:
         """Run one connection; return why it was lost, or None once the cluster is closed."""
         outbox = Outbox()
         outbox.extend(list(self.session.resubmits()))  # what the last connection left unacknowledged
+        cancels = self.session.recancels()
+        if cancels is not None:
+            outbox.put(cancels)
         acks = self.session.take_acks()
         if acks is not None:
             outbox.put(acks)
@@ -268,16 +273,21 @@ class ClusterConnection:
         else:
             logger.debug("cluster %s: ignoring an unexpected %s", self.cluster_id, type(message).__name__)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Queue what the session holds for sending (on the loop's thread)."""
         # Runs as a run_sync_soon callback: an exception here would crash the whole trio run.
         try:
             submits = self.session.take_new()
-            if submits and self._outbox is not None:
+            cancels = self.session.take_cancels()
+            if self._outbox is not None and (submits or cancels is not None):
                 self._outbox.extend(list(submits))
+                if cancels is not None:
+                    self._outbox.put(cancels)
                 acks = self.session.take_acks()  # riding along costs nothing
                 if acks is not None:
                     self._outbox.put(acks)
-            # Without an outbox the jobs wait in the session's unqueued set for the next connection.
+            # Without an outbox the jobs wait in the session's unqueued set, and the
+            # cancellations in its cancelling set, for the next connection.
         except Exception:
             logger.exception("cluster %s: could not queue submitted jobs for sending", self.cluster_id)
 

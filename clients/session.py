@@ -2,34 +2,57 @@
 
 Two kinds of threads touch it. The user's threads register jobs
 (``add``/``add_many``: one short critical section per call, however many
-jobs) and wait on them (``wait``). The connection's trio thread takes the new
-jobs as batched ``Submit`` messages (``take_new``), applies what the scheduler
-says (``apply``) and collects ``AckResults`` (``take_acks``). Jobs stay in
-``_unqueued`` until a ``Queued`` acknowledges them, so after a reconnect
-``resubmits`` sends exactly those again, under the same uids (the scheduler
-ignores a uid it already has, so a resend never duplicates a job).
+jobs), ask for cancellations (``request_cancel``) and wait on jobs
+(``wait``). The connection's trio thread takes the new jobs as batched
+``Submit`` messages (``take_new``) and the cancellations as ``CancelJobs``
+(``take_cancels``), applies what the scheduler says (``apply``) and collects
+``AckResults`` (``take_acks``). Jobs stay in ``_unqueued`` until a ``Queued``
+acknowledges them, so after a reconnect ``resubmits`` sends exactly those
+again, under the same uids (the scheduler ignores a uid it already has, so a
+resend never duplicates a job); cancellations are sent again too
+(``recancels``) until their jobs end.
 
-Only ``add``/``add_many``/``jobs``/``wait`` and the counters are called from
-user threads; everything else runs in the connection thread.
+A ``JobsUpdate`` is applied in the order that keeps users' view consistent:
+jobs started, then provisional results, then files (written under
+``dest_path`` by the ``FileReceiver``), then final results -- a job's files
+are in place before its future settles. Status changes go through the
+``StatusFeed`` (at once, or via the callback thread when there is a
+``job_status`` callback).
+
+Only ``add``/``add_many``/``request_cancel``/``jobs``/``wait`` and the
+counters are called from user threads; everything else runs in the
+connection thread.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import cloudpickle
+
+from fairpool.clients.files import FileReceiver
 from fairpool.clients.job import Job
+from fairpool.clients.statuses import StatusFeed
+from fairpool.jobstatus import JobStatus
 from fairpool.messages import (
     AckResults,
     AnyMessage,
+    CancelJobs,
     Error,
+    JobOptions,
+    JobProvisional,
     JobResult,
     JobSubmit,
     JobsUpdate,
+    NodeEvent,
     Queued,
     Submit,
 )
 from fairpool.protocol import DEFAULT_MAX_FRAME
+
+logger = logging.getLogger("fairpool.clients")
 
 #: Bounds on one Submit message, so no frame nears the peer's size limit and the
 #: scheduler can start on a huge submission before all of it has arrived.
@@ -40,49 +63,72 @@ MAX_JOB_PAYLOAD = DEFAULT_MAX_FRAME - 64 * 1024
 
 
 class ClusterSession:
-    def __init__(self, cluster_id: str) -> None:
+    def __init__(
+        self,
+        cluster_id: str,
+        *,
+        feed: Callable[[Callable[[int], None]], StatusFeed] | None = None,
+        files: FileReceiver | None = None,
+        canceller: Callable[[Job], bool] | None = None,
+    ) -> None:
+        """``feed`` builds the StatusFeed from the session's "futures settled" counter
+        (default: no callbacks); ``canceller`` is what ``job.cancel()`` calls."""
         self.cluster_id = cluster_id
         self._lock = threading.Lock()
         self._settled_all = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
         self._count = 0
         self._new: list[JobSubmit] = []
+        self._cancel_new: list[str] = []
         self._flush_requested = False
         self._outstanding = 0  # registered and not yet settled
         self._aborted = 0  # settled without the scheduler's result
+        self.feed = feed(self._settled) if feed is not None else StatusFeed(cluster_id, self._settled)
+        self.files = files
+        self._canceller = canceller
         # connection thread only:
         self._unqueued: dict[str, JobSubmit] = {}
+        self._cancelling: set[str] = set()
         self._acks: list[str] = []
 
     # --- user threads ---------------------------------------------------------
 
-    def add(self, job: Job, payload: bytes) -> bool:
+    def add(self, job: Job, payload: bytes, options: JobOptions | None = None) -> bool:
         """Register one job; True if the caller must ask the connection to flush."""
         with self._lock:
-            self._register(job, payload)
+            self._register(job, payload, options)
             return self._request_flush()
 
-    def add_many(self, items: Iterable[tuple[Job, bytes]]) -> bool:
+    def add_many(self, items: Iterable[tuple[Job, bytes]], options: JobOptions | None = None) -> bool:
         """Register many jobs under one lock acquisition (the bulk ``map`` path)."""
         with self._lock:
             for job, payload in items:
-                self._register(job, payload)
+                self._register(job, payload, options)
             return self._request_flush()
 
-    def _register(self, job: Job, payload: bytes) -> None:
+    def _register(self, job: Job, payload: bytes, options: JobOptions | None) -> None:
         self._count += 1
         uid = f"{self.cluster_id}.{self._count}"
         job.uid = uid
+        job.canceller = self._canceller
         self._jobs[uid] = job
-        self._new.append(JobSubmit(uid, payload))
+        self._new.append(JobSubmit(uid, payload, options))
         self._outstanding += 1
 
     def _request_flush(self) -> bool:
         # One wake-up per burst: later submits ride along until the connection takes them.
-        if self._flush_requested or not self._new:
+        if self._flush_requested or not (self._new or self._cancel_new):
             return False
         self._flush_requested = True
         return True
+
+    def request_cancel(self, job: Job) -> tuple[bool, bool]:
+        """Ask for ``job`` to be cancelled: (it had not ended, the caller must ask for a flush)."""
+        with self._lock:
+            if self._jobs.get(job.uid) is not job or job.phase.is_final or job.done():
+                return False, False
+            self._cancel_new.append(job.uid)
+            return True, self._request_flush()
 
     def jobs(self) -> list[Job]:
         with self._lock:
@@ -121,9 +167,22 @@ class ClusterSession:
             self._unqueued[item.uid] = item
         return self._batches(new)
 
+    def take_cancels(self) -> CancelJobs | None:
+        """Cancellations asked for since the last call (after ``take_new``: a job's Submit goes first)."""
+        with self._lock:
+            uids, self._cancel_new = self._cancel_new, []
+        uids = [uid for uid in uids if not self._jobs[uid].phase.is_final]
+        self._cancelling.update(uids)
+        return CancelJobs(uids) if uids else None
+
     def resubmits(self) -> list[Submit]:
         """Every job not yet acknowledged by Queued, for a fresh connection."""
         return self._batches(list(self._unqueued.values()))
+
+    def recancels(self) -> CancelJobs | None:
+        """Every cancellation whose job has not ended yet, for a fresh connection."""
+        self._cancelling = {uid for uid in self._cancelling if not self._jobs[uid].phase.is_final}
+        return CancelJobs(sorted(self._cancelling)) if self._cancelling else None
 
     def _batches(self, items: list[JobSubmit]) -> list[Submit]:
         batches: list[Submit] = []
@@ -153,6 +212,8 @@ class ClusterSession:
         elif isinstance(message, Error) and message.ref in self._jobs:
             # A refused job: it will never run, so it ends here.
             self._apply_results([JobResult(message.ref, "FAILED", reason=f"refused by the scheduler: {message.reason}")])
+        elif isinstance(message, NodeEvent):
+            self.feed.node_event(message)
         else:
             return False
         return True
@@ -160,24 +221,48 @@ class ClusterSession:
     def _apply_queued(self, uids: list[str]) -> None:
         jobs = self._jobs
         unqueued = self._unqueued
+        show = self.feed.show
         for uid in uids:
             unqueued.pop(uid, None)
             job = jobs.get(uid)
-            if job is not None:
-                job.mark_queued()
+            if job is not None and job.phase is JobStatus.CREATED:
+                show(job, JobStatus.QUEUED)
 
     def _apply_update(self, update: JobsUpdate) -> None:
         jobs = self._jobs
+        feed = self.feed
         for started in update.started:
             job = jobs.get(started.uid)
             if job is not None:
                 self._unqueued.pop(started.uid, None)  # started implies queued, even if Queued was lost
                 job.mark_started(started.node, started.started_at)
+                feed.advance(job, JobStatus.RUNNING)
+        for provisional in update.provisional:
+            self._apply_provisional(provisional)
+        if update.files and self.files is not None:
+            for chunk in update.files:
+                job = jobs.get(chunk.uid)
+                # after its end, a job's chunk is one sent again: the user may own the file by now
+                if job is not None and not job.phase.is_final:
+                    self.files.receive(chunk)
         if update.results:
             self._apply_results(update.results)
 
+    def _apply_provisional(self, provisional: JobProvisional) -> None:
+        job = self._jobs.get(provisional.uid)
+        if job is None or job.phase.is_final or job.done():
+            return
+        try:
+            value = cloudpickle.loads(provisional.payload)
+        except Exception as exc:
+            logger.warning("job %s: a provisional result could not be unpickled here: %r", job.uid, exc)
+            return
+        self.feed.advance(job, JobStatus.PROVISIONAL)
+        self.feed.show(job, JobStatus.PROVISIONAL, value)
+
     def _apply_results(self, results: list[JobResult]) -> None:
         jobs = self._jobs
+        feed = self.feed
         settled = 0
         for result in results:
             job = jobs.get(result.uid)
@@ -185,10 +270,14 @@ class ClusterSession:
                 # Not ours to acknowledge: the scheduler keeps it (a reattached client may claim it).
                 continue
             self._unqueued.pop(result.uid, None)
-            if job.resolve(result):
-                settled += 1
             # Acknowledge duplicates too: the first acknowledgement may have been lost.
             self._acks.append(result.uid)
+            if job.phase.is_final or job.done():
+                continue  # a duplicate delivered again after a reconnect
+            outcome = job.outcome(result)
+            feed.advance(job, outcome[0], ran=bool(result.started_at or result.node))
+            settled += feed.end(job, outcome)
+            self._cancelling.discard(result.uid)
         self._settled(settled)
 
     def has_acks(self) -> bool:
@@ -201,9 +290,12 @@ class ClusterSession:
         return AckResults(acks)
 
     def abort_all(self, error: BaseException) -> int:
-        """Settle every unsettled job with ``error`` (the cluster will not hear about them again)."""
+        """Settle every unsettled job with ``error`` (the cluster will not hear about them again).
+
+        A job whose final result arrived but waits on the callback thread is left to it.
+        """
         with self._lock:
             jobs = list(self._jobs.values())
-        aborted = sum(1 for job in jobs if job.abort(error))
+        aborted = sum(1 for job in jobs if not job.phase.is_final and job.abort(error))
         self._settled(aborted, aborted)
         return aborted

@@ -13,6 +13,12 @@ reconnecting it announces itself again and re-sends what it held, plus what
 it sent in the last few seconds before the break, since bytes written to a
 socket just before the peer died may never have been read. The scheduler
 must therefore treat a result for a job that already ended as a duplicate.
+
+What jobs send while they run -- provisional results and file chunks --
+travels in the same ``NodeProgress`` messages and is held and re-sent the
+same way (``fairpool.nodes.progress``). ``CancelTasks`` from the scheduler
+goes to the pool, which drops the tasks or kills their process trees
+(``fairpool.nodes.workerpool``).
 """
 
 from __future__ import annotations
@@ -22,8 +28,6 @@ import os
 import random
 import shutil
 import time
-from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -34,12 +38,14 @@ from fairpool.config import NodeConfig
 from fairpool.handshake import AuthError
 from fairpool.messages import (
     AnyMessage,
+    CancelTasks,
     ClusterDef,
     Dispatch,
+    FileChunk,
     Heartbeat,
+    JobProvisional,
     JobResult,
     JobStarted,
-    NodeProgress,
     NodeReady,
     ReleaseCluster,
     Task,
@@ -48,15 +54,12 @@ from fairpool.protocol import ProtocolError
 from fairpool.secret import ensure_secret
 from fairpool.wire import ConnectionClosed, MessageStream, Outbox, open_connection
 
+from .progress import HeldProgress
 from .workerpool import WorkerPool
 
 log = structlog.get_logger("fairpool.node")
 
 INITIAL_RECONNECT_DELAY = 0.1
-#: Progress sent within this many seconds before a disconnect is sent again after reconnecting...
-RESEND_WINDOW = 5.0
-#: ...but no more than about this many bytes of it.
-RESEND_BYTES = 256 * 1024 * 1024
 MAX_HEARTBEAT_MARKS = 64
 #: Once the scheduler has heartbeated us, this many of our intervals without a word means it is gone.
 SILENCE_INTERVALS = 10
@@ -93,66 +96,6 @@ def write_cluster_files(directory: Path, spec: ClusterSpec) -> None:
             os.fchmod(f.fileno(), mode)
 
 
-class _HeldProgress:
-    """Progress not yet handed to a connection, and what was handed over but not known read.
-
-    A batch handed over stays "recent" until the scheduler acknowledges it (by
-    echoing one of our heartbeats sent after it), or RESEND_WINDOW passes, or
-    the recent batches exceed RESEND_BYTES; after a disconnect the recent
-    batches are held again, ahead of the rest.
-    """
-
-    def __init__(self) -> None:
-        self.started: list[JobStarted] = []
-        self.results: list[JobResult] = []
-        # (sequence number, when, started, results, approximate bytes)
-        self._recent: deque[tuple[int, float, list[JobStarted], list[JobResult], int]] = deque()
-        self._recent_bytes = 0
-        self._seq = 0
-
-    def add(self, started: list[JobStarted], results: list[JobResult]) -> None:
-        self.started.extend(started)
-        self.results.extend(results)
-
-    def take(self) -> NodeProgress | None:
-        if not self.started and not self.results:
-            return None
-        started, self.started = self.started, []
-        results, self.results = self.results, []
-        size = sum(len(r.payload) + len(r.stdout) + len(r.stderr) + len(r.traceback) + 64 for r in results)
-        self._seq += 1
-        now = time.monotonic()
-        self._recent.append((self._seq, now, started, results, size))
-        self._recent_bytes += size
-        self._drop(lambda seq, when: when < now - RESEND_WINDOW or self._recent_bytes > RESEND_BYTES)
-        return NodeProgress(started, results)
-
-    def mark(self) -> int:
-        """The sequence number of the last batch handed over: a heartbeat sent now follows it."""
-        return self._seq
-
-    def acknowledged(self, upto: int) -> None:
-        """The scheduler read every batch up to ``upto``: forget them."""
-        self._drop(lambda seq, when: seq <= upto)
-
-    def _drop(self, predicate: Callable[[int, float], bool]) -> None:
-        recent = self._recent
-        while recent and predicate(recent[0][0], recent[0][1]):
-            self._recent_bytes -= recent.popleft()[4]
-
-    def connection_lost(self) -> None:
-        """What went out recently may not have been read: hold it again, ahead of the rest."""
-        started: list[JobStarted] = []
-        results: list[JobResult] = []
-        for _, _, s, r, _ in self._recent:
-            started.extend(s)
-            results.extend(r)
-        self._recent.clear()
-        self._recent_bytes = 0
-        self.started = started + self.started
-        self.results = results + self.results
-
-
 class _NodeDaemon:
     def __init__(self, config: NodeConfig, secret: bytes) -> None:
         self.config = config
@@ -160,14 +103,20 @@ class _NodeDaemon:
         self.clusters_dir = (config.state_dir / "clusters").absolute()
         self.memory = config.memory or detect_memory()
         self.pool = WorkerPool(config.cpus, self.clusters_dir, self._on_progress, node_name=config.name)
-        self.held = _HeldProgress()
+        self.held = HeldProgress()
         self._wakeup = trio.Event()
         self._installed: dict[str, bytes] = {}  # cluster -> digest of the spec its files came from
         self._bad: dict[str, str] = {}  # cluster -> why its tasks cannot run here
         self._heartbeats: dict[float, int] = {}  # heartbeat sent -> progress batches handed over before it
 
-    def _on_progress(self, started: list[JobStarted], results: list[JobResult]) -> None:
-        self.held.add(started, results)
+    def _on_progress(
+        self,
+        started: list[JobStarted],
+        results: list[JobResult],
+        provisional: list[JobProvisional],
+        files: list[FileChunk],
+    ) -> None:
+        self.held.add(started, results, provisional, files)
         self._wakeup.set()
 
     # --- connection ------------------------------------------------------------
@@ -243,8 +192,7 @@ class _NodeDaemon:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            progress = self.held.take()
-            if progress is not None:
+            for progress in self.held.take():
                 outbox.put(progress)
 
     async def _heartbeat(self, outbox: Outbox) -> None:
@@ -276,6 +224,8 @@ class _NodeDaemon:
     def _handle(self, message: AnyMessage) -> None:
         if isinstance(message, Dispatch):
             self._dispatch(message)
+        elif isinstance(message, CancelTasks):
+            self.pool.cancel(message.uids, message.reason)
         elif isinstance(message, ReleaseCluster):
             self._installed.pop(message.cluster_id, None)
             self._bad.pop(message.cluster_id, None)

@@ -11,10 +11,24 @@ that). An empty ``NodeProgress`` acknowledges a ``ReleaseCluster``: the node
 then knows the cluster's cleanup ran and may remove its working directory.
 
 With ``--counter-fd M`` (a shared-memory file from the node) the worker
-stores, before each task, how many tasks it has started: a plain memory
-write, no syscall. If a job kills the process while results of earlier jobs
-were still batched here, the node reads the counter to blame the task that
-was really running rather than the oldest unreported one.
+stores, before each task, that task's ordinal + 1 (tasks are numbered in the
+order the node sent them): a plain memory write, no syscall. The node reads
+it to know which of the tasks it handed over is really running -- the one to
+blame if a job kills the process while results of earlier jobs were still
+batched here, the one to kill for a cancel or a timeout.
+
+``CancelTasks`` from the node names tasks it handed over and no longer wants:
+those still waiting here are not run but answered, in their turn, with a
+FAILED "cancelled" result (a task already running is the node's to kill).
+
+With ``--lifeline-fd L`` (the read end of a pipe only the node can write to)
+a small thread waits for EOF on it: the node is gone, even killed by SIGKILL,
+so the worker kills its whole process group -- itself and whatever its job
+started -- rather than run on unsupervised.
+
+Jobs talk back through ``fairpool.nodes.runtime``: their provisional results
+and file chunks go to the node at once (``send_now``), ahead of the job's
+final result, which is batched as usual.
 
 This is the only place where tenant code and data are unpickled and run
 (SPEC promise 5). A job's exception never kills the worker; only a job that
@@ -30,11 +44,13 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
 
 from fairpool.messages import (
+    CancelTasks,
     Dispatch,
     JobResult,
     Message,
@@ -57,7 +73,7 @@ FLUSH_BEFORE_RUNTIME = 0.0005
 RECEIVE_SIZE = 256 * 1024
 #: Between jobs, look for new tasks at least every this many jobs.
 POLL_EVERY = 16
-#: Layout of the shared counter: tasks started by this process, little-endian u64.
+#: Layout of the shared counter: ordinal + 1 of the task started last (0: none), little-endian u64.
 COUNTER = struct.Struct("<Q")
 
 #: The worker running in this process, for the in-job runtime (provisional results, files).
@@ -70,7 +86,10 @@ class Worker:
     def __init__(self, sock: socket.socket, workdir_base: Path, counter: mmap.mmap | None = None) -> None:
         self.sock = sock
         self.counter = counter
-        self.tasks_started = 0
+        self.tasks_started = 0  # tasks taken from the queue, run or skipped: the next one's ordinal
+        self.cancelled: dict[str, str] = {}  # uid of a queued task -> why the node cancelled it
+        # a job's own threads may send (provisional results...) while the loop flushes results
+        self.send_lock = threading.Lock()
         self.workdir_base = workdir_base
         self.protocol = Connection()
         self.clusters: dict[str, ClusterRuntime] = {}
@@ -96,26 +115,20 @@ class Worker:
                     self.release(item.cluster_id)
                     self._send([NodeProgress([], [])])
                     continue
-                cluster = self.clusters.get(item.cluster_id)
-                if self.pending and self._flush_first(cluster):
-                    self.flush()
-                self.tasks_started += 1
-                if self.counter is not None:
-                    COUNTER.pack_into(self.counter, 0, self.tasks_started)
-                self.current = item
-                if cluster is None:
-                    reason = f"unknown cluster {item.cluster_id!r}: no definition reached this worker"
-                    result = failed_result(item, time.time(), reason)
-                else:
-                    result = cluster.run(item)
-                self.current = None
+                result = self._take(item)
                 if not self.pending:
                     self.first_unsent = time.monotonic()
                 self.pending.append(result)
                 pending = len(self.pending)
                 # A syscall per job would cost more than a trivial job: look for new
-                # tasks when about to report or to run dry, and every few jobs.
-                if len(self.fifo) <= pending or not self.tasks_started % POLL_EVERY:
+                # tasks when about to report or to run dry, and every few jobs -- and
+                # after any job that was not trivial, so that a cancel sent meanwhile
+                # is read before the next task starts.
+                if (
+                    len(self.fifo) <= pending
+                    or not self.tasks_started % POLL_EVERY
+                    or result.finished_at - result.started_at > FLUSH_BEFORE_RUNTIME
+                ):
                     self._receive(block=False)
                 # Once as many are done as are left, report: the node refills on results,
                 # and the refill must arrive before this queue runs dry.
@@ -135,6 +148,28 @@ class Worker:
                 self.release(cluster_id)
         return 0
 
+    def _take(self, task: Task) -> JobResult:
+        """Run the next task (or answer it if it was cancelled while waiting here)."""
+        self.tasks_started += 1
+        if self.cancelled:
+            reason = self.cancelled.pop(task.uid, None)
+            if reason is not None:
+                # Never started: the counter keeps naming the task that really ran last.
+                return failed_result(task, time.time(), reason)
+        cluster = self.clusters.get(task.cluster_id)
+        if self.pending and self._flush_first(cluster):
+            self.flush()
+        if self.counter is not None:
+            COUNTER.pack_into(self.counter, 0, self.tasks_started)
+        self.current = task
+        try:
+            if cluster is None:
+                reason = f"unknown cluster {task.cluster_id!r}: no definition reached this worker"
+                return failed_result(task, time.time(), reason)
+            return cluster.run(task)
+        finally:
+            self.current = None
+
     def _flush_first(self, cluster: ClusterRuntime | None) -> bool:
         if cluster is None or cluster.runtime is None or cluster.runtime > FLUSH_BEFORE_RUNTIME:
             return True
@@ -145,8 +180,14 @@ class Worker:
             results, self.pending = self.pending, []
             self._send([NodeProgress([], results)])
 
+    def send_now(self, message: Message) -> None:
+        """Send a job's message (provisional result, file chunk) at once, from any thread."""
+        self._send([message])
+
     def _send(self, messages: list[Message]) -> None:
-        self.sock.sendall(encode_frames(messages))
+        data = encode_frames(messages)
+        with self.send_lock:
+            self.sock.sendall(data)
 
     def _receive(self, *, block: bool) -> None:
         """Read what the node sent: wait for something if ``block``, else take only what is there."""
@@ -172,6 +213,11 @@ class Worker:
             elif isinstance(message, ReleaseCluster):
                 # in order with the tasks: cleanup runs after the cluster's last queued job
                 self.fifo.append(message)
+            elif isinstance(message, CancelTasks):
+                waiting = {item.uid for item in self.fifo if isinstance(item, Task)}
+                for uid in message.uids:
+                    if uid in waiting:  # one not here has run already: the node handles it
+                        self.cancelled[uid] = message.reason
             else:
                 raise ProtocolError(f"unexpected {type(message).__name__} from the node")
 
@@ -186,19 +232,37 @@ def _ignore_signal(signum: int, frame: object) -> None:
     pass
 
 
+def _watch_lifeline(fd: int) -> None:
+    """Block until the node is gone (EOF on the lifeline), then kill this process group."""
+    try:
+        while os.read(fd, 64):
+            pass  # nothing is ever written; a byte is no reason to stop watching
+    except OSError:
+        pass
+    try:
+        if os.getpgrp() == os.getpid():  # our own group (the node starts us in a session of our own)
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+        os._exit(70)  # reached only if the group was not ours to kill
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fairpool.nodes.worker", description=__doc__)
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the node")
     parser.add_argument("--workdir-base", type=Path, required=True, help="parent of the clusters' working dirs")
-    parser.add_argument("--counter-fd", type=int, default=None, help="shared memory for the started-tasks counter")
+    parser.add_argument("--counter-fd", type=int, default=None, help="shared memory for the started-task counter")
+    parser.add_argument("--lifeline-fd", type=int, default=None, help="pipe that reaches EOF when the node dies")
     options = parser.parse_args(argv)
     sock = socket.socket(fileno=options.fd)
     # a job's own child processes must not hold the node's socket open
     os.set_inheritable(sock.fileno(), False)
     sock.setblocking(True)
-    # Workers share the node's process group (stopping the group stops them), so a
-    # Ctrl-C meant for the node reaches them too: the node stops its workers itself.
-    # A handler, not SIG_IGN, so that programs run by jobs get the default back at exec.
+    if options.lifeline_fd is not None:
+        os.set_inheritable(options.lifeline_fd, False)
+        threading.Thread(target=_watch_lifeline, args=(options.lifeline_fd,), name="lifeline", daemon=True).start()
+    # Should a Ctrl-C reach a worker (one started by hand in a terminal's group), the
+    # node stops its workers itself. A handler, not SIG_IGN, so that programs run by
+    # jobs get the default back at exec.
     signal.signal(signal.SIGINT, _ignore_signal)
     counter = None
     if options.counter_fd is not None:

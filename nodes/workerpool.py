@@ -8,8 +8,19 @@ for a round trip, while a long job gets a worker to itself so that no
 prefetched job waits behind it while another worker idles.
 
 Progress goes to the daemon through one synchronous callback,
-``on_progress(started, results)``; a task counts as started when it reaches
-the head of a worker's queue (no message from the worker needed).
+``on_progress(started, results, provisional, files)``; a task counts as
+started when it reaches the head of a worker's queue (no message from the
+worker needed). What a job sends while it runs (provisional results, file
+chunks) is passed on as it arrives, always ahead of the job's result.
+
+Stopping a task (``cancel``, or its ``Task.timeout`` passing): one waiting in
+the node queue is dropped; one prefetched by a worker is named to it in a
+``CancelTasks`` and the worker skips it; one that runs has its worker's whole
+process group killed (SIGTERM, SIGKILL after a grace), and the worker is
+replaced. Each such task is reported FAILED with the reason ("cancelled...",
+"timed out after N s"). A watchdog task looks at the running tasks while any
+has a timeout or a pending cancel, reading each worker's started-task counter,
+so a prefetched task that started before its worker read the cancel is caught.
 """
 
 from __future__ import annotations
@@ -27,8 +38,11 @@ import structlog
 import trio
 
 from fairpool.messages import (
+    CancelTasks,
     ClusterDef,
     Dispatch,
+    FileChunk,
+    JobProvisional,
     JobResult,
     JobStarted,
     NodeProgress,
@@ -39,11 +53,12 @@ from fairpool.messages import (
 from fairpool.protocol import ProtocolError
 from fairpool.wire import ConnectionClosed
 
-from .workerproc import WorkerHandle, death_reason, spawn_worker, stop_worker
+from .stopping import WATCH_INTERVAL, cancel_reason, check_worker, death_outcome, needs_watching
+from .workerproc import Held, WorkerHandle, death_reason, spawn_worker, stop_worker
 
 log = structlog.get_logger("fairpool.node")
 
-ProgressCallback = Callable[[list[JobStarted], list[JobResult]], None]
+ProgressCallback = Callable[[list[JobStarted], list[JobResult], list[JobProvisional], list[FileChunk]], None]
 
 #: At most this many tasks queued on one worker (its running one included).
 MAX_DEPTH = 64
@@ -99,8 +114,11 @@ class WorkerPool:
         self._workers: list[WorkerHandle] = []
         self._started: list[JobStarted] = []
         self._results: list[JobResult] = []
+        self._provisional: list[JobProvisional] = []
+        self._files: list[FileChunk] = []
         self._done = 0
         self._deaths = 0
+        self._watch = trio.Event()  # set when there may be something for the watchdog
 
     # --- the daemon's interface -----------------------------------------------
 
@@ -110,6 +128,7 @@ class WorkerPool:
         async with trio.open_nursery() as nursery:
             for slot in range(self.cpus):
                 await nursery.start(self._supervise, slot)
+            nursery.start_soon(self._watchdog)
             task_status.started()
 
     def submit(self, clusters: list[ClusterDef], tasks: list[Task]) -> None:
@@ -128,6 +147,40 @@ class WorkerPool:
             self._outstanding[task.cluster_id] = self._outstanding.get(task.cluster_id, 0) + 1
             self._queue.append(task)
         self._dispatch()
+        self._emit()
+
+    def cancel(self, uids: list[str], reason: str = "cancelled") -> None:
+        """Stop these tasks wherever they are (see the module docstring); unknown uids are ignored:
+        their results were reported already, or will be."""
+        wanted = set(uids)
+        reason = cancel_reason(reason)
+        now = time.time()
+        if self._queue and wanted:
+            kept: deque[Task] = deque()
+            for task in self._queue:
+                if task.uid in wanted:
+                    wanted.discard(task.uid)
+                    self._results.append(self._failure(task, reason, now))
+                    self._done += 1
+                    self._task_done(task.cluster_id)
+                else:
+                    kept.append(task)
+            self._queue = kept
+        for worker in self._workers:
+            if not wanted:
+                break
+            if not worker.alive:
+                continue
+            named = [held.task.uid for held in worker.queue if held.task.uid in wanted]
+            if not named:
+                continue
+            wanted.difference_update(named)
+            for uid in named:
+                worker.cancelling[uid] = reason
+            # Those still waiting in the worker are skipped there; a running one is killed here.
+            worker.outbox.put(CancelTasks(named, reason))
+            check_worker(worker, time.monotonic())
+            self._watch.set()
         self._emit()
 
     def fail(self, tasks: list[Task], reason: str) -> None:
@@ -156,15 +209,29 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
 
-    # --- handing out tasks ----------------------------------------------------
-
     def _estimate(self, cluster_id: str) -> float:
         return self._runtime.get(cluster_id, UNKNOWN_RUNTIME)
+
+    async def _watchdog(self) -> None:
+        """Look at the running tasks while any has a timeout or a pending cancel."""
+        while True:
+            if not any(needs_watching(worker) for worker in self._workers):
+                await self._watch.wait()
+                self._watch = trio.Event()
+                continue
+            now = time.monotonic()
+            for worker in list(self._workers):
+                if worker.alive:
+                    check_worker(worker, now)
+            await trio.sleep(WATCH_INTERVAL)
+
+    # --- handing out tasks ----------------------------------------------------
 
     def _dispatch(self) -> None:
         if not self._queue:
             return
-        workers = sorted((w for w in self._workers if w.alive and w.ready), key=lambda w: len(w.queue))
+        # (a worker being killed takes nothing more: it is about to be replaced)
+        workers = sorted((w for w in self._workers if w.alive and w.ready and w.kill is None), key=lambda w: len(w.queue))
         if not workers:
             return
         batches: dict[WorkerHandle, tuple[list[ClusterDef], list[Task]]] = {}
@@ -185,10 +252,15 @@ class WorkerPool:
                     continue
                 queue.popleft()
                 progress = True
+                held = Held(task, estimate, worker.dispatched)
+                worker.dispatched += 1
                 if not worker.queue:
                     self._started.append(JobStarted(task.uid, self.node_name, now))
-                worker.queue.append((task, estimate))
+                    held.started = time.monotonic()
+                worker.queue.append(held)
                 worker.queued_estimate += estimate
+                if task.timeout > 0:
+                    self._watch.set()
                 defs, tasks = batches.setdefault(worker, ([], []))
                 if task.cluster_id not in worker.loaded:
                     worker.loaded.add(task.cluster_id)
@@ -198,10 +270,12 @@ class WorkerPool:
             worker.outbox.put(Dispatch(defs, tasks))
 
     def _emit(self) -> None:
-        if self._started or self._results:
+        if self._started or self._results or self._provisional or self._files:
             started, self._started = self._started, []
             results, self._results = self._results, []
-            self._on_progress(started, results)
+            provisional, self._provisional = self._provisional, []
+            files, self._files = self._files, []
+            self._on_progress(started, results, provisional, files)
 
     def _failure(self, task: Task, reason: str, now: float) -> JobResult:
         return JobResult(
@@ -302,7 +376,14 @@ class WorkerPool:
 
     def _handle(self, worker: WorkerHandle, message: object) -> None:
         if isinstance(message, NodeProgress):
-            if not message.results:
+            if message.provisional or message.files:
+                # a running job talking: pass it on now, ahead of its result
+                self._provisional.extend(message.provisional)
+                self._files.extend(message.files)
+                if not message.results:
+                    self._emit()
+                    return
+            elif not message.results:
                 if worker.releases:
                     self._release_done(worker, worker.releases.popleft())
                 return
@@ -323,16 +404,21 @@ class WorkerPool:
             if not queue:
                 log.warning("worker sent a result it was not given", pid=worker.process.pid, uid=result.uid)
                 continue
-            task, estimate = queue.popleft()
-            worker.reported += 1
+            held = queue.popleft()
+            task = held.task
             if task.uid != result.uid:
                 log.warning("worker answered out of order", pid=worker.process.pid, expected=task.uid, got=result.uid)
-            worker.queued_estimate -= estimate
+            worker.queued_estimate -= held.estimate
             if queue:
-                self._started.append(JobStarted(queue[0][0].uid, self.node_name, now))
-            runtime = max(result.finished_at - result.started_at, 0.0)
-            old = self._runtime.get(task.cluster_id)
-            self._runtime[task.cluster_id] = runtime if old is None else old + _EWMA_WEIGHT * (runtime - old)
+                head = queue[0]
+                self._started.append(JobStarted(head.task.uid, self.node_name, now))
+                if head.started is None:
+                    head.started = time.monotonic()
+            if worker.cancelling.pop(task.uid, None) is None:
+                # (a task skipped because it was cancelled says nothing about the cluster's runtimes)
+                runtime = max(result.finished_at - result.started_at, 0.0)
+                old = self._runtime.get(task.cluster_id)
+                self._runtime[task.cluster_id] = runtime if old is None else old + _EWMA_WEIGHT * (runtime - old)
             self._results.append(replace(result, node=self.node_name))
             self._done += 1
             self._task_done(task.cluster_id)
@@ -345,21 +431,19 @@ class WorkerPool:
         worker.alive = False
         self._workers.remove(worker)
         self._deaths += 1
-        reason = death_reason(worker.process.returncode)
-        log.warning("worker died", pid=worker.process.pid, reason=reason, held=len(worker.queue))
-        held = [task for task, _ in worker.queue]
-        running = worker.running_index()
+        if worker.kill is None:
+            log.warning("worker died", pid=worker.process.pid, reason=death_reason(worker.process.returncode),
+                        held=len(worker.queue))
+        ended, again = death_outcome(worker)
         worker.queue.clear()
         if worker.counter is not None:
             worker.counter.close()
-        culprit = held.pop(running) if running >= 0 else None
-        # The rest go first to the next worker: tasks after the culprit never started;
-        # tasks before it ran, but their batched results died with the process.
-        self._queue.extendleft(reversed(held))
-        if culprit is not None:
-            self._results.append(self._failure(culprit, reason, time.time()))
+        self._queue.extendleft(reversed(again))  # first in line for the next worker
+        now = time.time()
+        for task, reason in ended:
+            self._results.append(self._failure(task, reason, now))
             self._done += 1
-            self._task_done(culprit.cluster_id)
+            self._task_done(task.cluster_id)
         for cluster_id in list(worker.releases):
             self._release_done(worker, cluster_id)
         self._dispatch()

@@ -1,16 +1,28 @@
 """One worker process as the node daemon sees it: start it, tell how it died, stop and reap it.
 
 ``spawn_worker`` starts ``python -m fairpool.nodes.worker`` on a socketpair
-(the node's end wrapped as a trio stream) and, on Linux, a shared-memory
-counter in which the worker records how many tasks it has started, so that
-after a crash the pool blames the task that was really running
-(``WorkerHandle.running_index``). ``stop_worker`` makes sure the process is
-gone and reaped: EOF first (an idle worker exits by itself, running its
-clusters' cleanups), then SIGTERM, then SIGKILL.
+(the node's end wrapped as a trio stream), in a session of its own, so that
+the worker and every process a job starts share one process group that the
+node can signal as a whole (``signal_group``): a cancelled or timed-out job
+dies with its children and grandchildren. Two more file descriptors go along:
+
+* on Linux, a shared-memory counter in which the worker records the ordinal
+  of the task it started last, so that the pool knows which held task is
+  really running (``WorkerHandle.running_index``): the one to blame for a
+  crash, to kill for a cancel or a timeout;
+* a "lifeline" pipe whose write end only the node holds: when the node dies,
+  even by SIGKILL, the worker sees EOF on it and kills its own group, so no
+  job outlives its node (a rerun elsewhere would otherwise race it).
+
+``stop_worker`` makes sure the process is gone and reaped: EOF first (an idle
+worker exits by itself, running its clusters' cleanups), then SIGTERM to the
+group, then SIGKILL; and whatever the job left behind in the group goes too
+(``reap_group``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import signal
@@ -31,8 +43,10 @@ from .worker import COUNTER
 
 #: How long an idle worker gets to run its cleanups and exit once its socket closes.
 EXIT_GRACE = 1.0
-#: After SIGTERM, how long before SIGKILL.
+#: After SIGTERM, how long before SIGKILL (the worker, and what its jobs left in its group).
 TERM_GRACE = 2.0
+#: How often a dying process group is looked at while it gets its grace.
+GROUP_POLL = 0.05
 
 
 def death_reason(returncode: int | None) -> str:
@@ -49,6 +63,16 @@ def death_reason(returncode: int | None) -> str:
 
 
 @dataclass(eq=False)
+class Held:
+    """A task handed to a worker: the head of the worker's queue runs, the rest are prefetched."""
+
+    task: Task
+    estimate: float  # expected runtime when assigned (seconds)
+    ordinal: int  # its position among every task this worker was given (0, 1, ...)
+    started: float | None = None  # time.monotonic() when it was first known to run
+
+
+@dataclass(eq=False)
 class WorkerHandle:
     """One worker process as the pool sees it: its socket, outbox and the tasks it holds."""
 
@@ -57,30 +81,40 @@ class WorkerHandle:
     outbox: Outbox = field(default_factory=Outbox)
     ready: bool = False
     alive: bool = True
-    # (task, estimated runtime when assigned); the head is running
-    queue: deque[tuple[Task, float]] = field(default_factory=deque)
+    queue: deque[Held] = field(default_factory=deque)  # the head is running (or about to)
     queued_estimate: float = 0.0
+    dispatched: int = 0  # tasks given to it so far: the next one's ordinal
     loaded: set[str] = field(default_factory=set)  # clusters whose definition it was sent
     releases: deque[str] = field(default_factory=deque)  # ReleaseCluster sent, not yet acknowledged
-    counter: mmap.mmap | None = None  # the worker's count of tasks started (see fairpool.nodes.worker)
-    reported: int = 0  # results received from it
+    counter: mmap.mmap | None = None  # ordinal + 1 of the task it started last (see fairpool.nodes.worker)
+    lifeline: int | None = None  # write end of the worker's lifeline pipe
+    cancelling: dict[str, str] = field(default_factory=dict)  # held task uid -> why it is cancelled
+    kill: tuple[str, str] | None = None  # (uid, reason): the group was signalled to stop that task
+    kill_deadline: float = 0.0  # time.monotonic() after which SIGKILL follows the SIGTERM
+    killed_hard: bool = False
+
+    @property
+    def pgid(self) -> int:
+        return self.process.pid  # a session leader: its pid is its group's id
 
     def running_index(self) -> int:
-        """Which of ``queue`` was running when the worker died; -1: none (it died between tasks)."""
+        """Which of ``queue`` is running; -1: none (between tasks, or the one running is reported)."""
         if not self.queue:
             return -1
         if self.counter is None:
             return 0  # without the counter, the oldest unreported task is the best guess
-        started: int = COUNTER.unpack_from(self.counter, 0)[0]
-        return min(started - self.reported, len(self.queue)) - 1
+        last: int = COUNTER.unpack_from(self.counter, 0)[0] - 1
+        index = last - self.queue[0].ordinal  # the queue holds consecutive ordinals
+        return index if 0 <= index < len(self.queue) else -1
 
 
 async def spawn_worker(workdir_base: Path) -> WorkerHandle:
-    """Start a worker process on a fresh socketpair (and started-tasks counter)."""
+    """Start a worker process in a new session, on a fresh socketpair, counter and lifeline."""
     ours, theirs = socket.socketpair()
+    lifeline_read, lifeline_write = os.pipe()  # both non-inheritable: only pass_fds crosses exec
     argv = [sys.executable, "-m", "fairpool.nodes.worker", "--fd", str(theirs.fileno())]
-    argv += ["--workdir-base", str(workdir_base)]
-    pass_fds = [theirs.fileno()]
+    argv += ["--workdir-base", str(workdir_base), "--lifeline-fd", str(lifeline_read)]
+    pass_fds = [theirs.fileno(), lifeline_read]
     counter_fd = _counter_fd()
     counter = None
     if counter_fd is not None:
@@ -91,22 +125,73 @@ async def spawn_worker(workdir_base: Path) -> WorkerHandle:
         # Shielded: Popen runs in a thread that a cancel cannot stop, and a
         # cancel arriving after it would leave the new process unowned.
         with trio.CancelScope(shield=True):
-            process = await trio.lowlevel.open_process(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+            process = await trio.lowlevel.open_process(
+                argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL, start_new_session=True
+            )
     except BaseException:
         ours.close()
+        os.close(lifeline_write)
         if counter is not None:
             counter.close()
         raise
     finally:
         theirs.close()
+        os.close(lifeline_read)
         if counter_fd is not None:
             os.close(counter_fd)
     stream = MessageStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)), DEFAULT_MAX_FRAME)
-    return WorkerHandle(process, stream, counter=counter)
+    return WorkerHandle(process, stream, counter=counter, lifeline=lifeline_write)
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; False if the group has no process left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # not ours any more (the id was reused): leave it alone
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in the group.
+
+    Reads /proc where there is one: an orphaned zombie is in its group until
+    someone reaps it, which in a container may be never, and it is no threat.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return signal_group(pgid, 0)
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold anything, so split after its last ')'
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+async def reap_group(pgid: int, grace: float = TERM_GRACE) -> None:
+    """Stop what is left of a worker's process group: SIGTERM, ``grace`` seconds, SIGKILL."""
+    if not group_alive(pgid) or not signal_group(pgid, signal.SIGTERM):
+        return
+    for _ in range(max(int(grace / GROUP_POLL), 1)):
+        await trio.sleep(GROUP_POLL)
+        if not group_alive(pgid):
+            return
+    signal_group(pgid, signal.SIGKILL)
 
 
 async def stop_worker(worker: WorkerHandle, *, closed_by_worker: bool) -> None:
-    """Close the worker's socket and make sure its process is gone and reaped."""
+    """Close the worker's socket and make sure its process and its group are gone, the worker reaped."""
     await worker.stream.aclose()
     process = worker.process
     if closed_by_worker or not worker.queue:
@@ -115,16 +200,23 @@ async def stop_worker(worker: WorkerHandle, *, closed_by_worker: bool) -> None:
         with trio.move_on_after(EXIT_GRACE):
             await process.wait()
     if process.returncode is None:
-        process.terminate()
+        # Signalled while unreaped, so the group id cannot belong to anyone else yet.
+        signal_group(worker.pgid, signal.SIGTERM)
         with trio.move_on_after(TERM_GRACE):
             await process.wait()
     if process.returncode is None:
-        process.kill()
+        signal_group(worker.pgid, signal.SIGKILL)
         await process.wait()
+    # The worker is gone; processes its jobs started may still be in its group.
+    await reap_group(worker.pgid)
+    if worker.lifeline is not None:
+        with contextlib.suppress(OSError):
+            os.close(worker.lifeline)
+        worker.lifeline = None
 
 
 def _counter_fd() -> int | None:
-    """A zeroed shared-memory file for a worker's started-tasks counter (Linux), or None."""
+    """A zeroed shared-memory file for a worker's started-task counter (Linux), or None."""
     memfd_create = getattr(os, "memfd_create", None)
     if memfd_create is None:
         return None

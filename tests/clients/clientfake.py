@@ -7,6 +7,9 @@ unpickling the cluster's code -- which the real scheduler never does, but a
 fake standing in for scheduler *and* node may. Knobs make it misbehave on
 purpose: drop the connection on a given Submit, drop it after queueing but
 before delivering results, hold jobs until released, refuse the cluster.
+``CancelJobs`` ends a held job CANCELLED (as the scheduler does a queued
+one); ``push`` sends any message (provisional results, file chunks, node
+events...) to a cluster's client, as the scheduler forwards them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fairpool.clusterspec import decode_spec
 from fairpool.handshake import AuthError, Peer
 from fairpool.messages import (
     AckResults,
+    CancelJobs,
     CloseCluster,
     ClusterClosed,
     ClusterOpened,
@@ -158,6 +162,22 @@ class FakeScheduler:
         """Run every held job and send the results."""
         trio.from_thread.run_sync(self._release, trio_token=self._token)
 
+    def start_held(self) -> None:
+        """Tell clients their held jobs started (without running them)."""
+        trio.from_thread.run_sync(self._start_held, trio_token=self._token)
+
+    def push(self, cluster_id: str, *messages: Message) -> None:
+        """Send these messages to the cluster's client."""
+        trio.from_thread.run_sync(self._push, cluster_id, messages, trio_token=self._token)
+
+    def broadcast(self, message: Message) -> None:
+        """Send a message to every connected cluster's client."""
+        for cluster_id in list(self.clusters):
+            self.push(cluster_id, message)
+
+    def held_uids(self) -> list[str]:
+        return [job.uid for cluster in self.clusters.values() for job in cluster.held]
+
     # --- fake's trio thread ------------------------------------------------------
 
     def _main(self) -> None:
@@ -256,7 +276,18 @@ class FakeScheduler:
                     cluster.unacked.pop(uid, None)
         elif isinstance(message, CloseCluster):
             outbox.put(ClusterClosed(message.cluster_id))
+        elif isinstance(message, CancelJobs):
+            self._cancel(set(message.uids))
         return True
+
+    def _cancel(self, uids: set[str]) -> None:
+        for cluster in self.clusters.values():
+            cancelled = [job for job in cluster.held if job.uid in uids]
+            cluster.held = [job for job in cluster.held if job.uid not in uids]
+            results = [JobResult(job.uid, "CANCELLED", reason="cancelled by the client") for job in cancelled]
+            cluster.unacked.update((r.uid, r) for r in results)
+            if cluster.outbox is not None and results:
+                cluster.outbox.put(JobsUpdate([], results))
 
     def _deliver(self, cluster: FakeCluster, jobs: list[JobSubmit]) -> None:
         started = [JobStarted(job.uid, "fake-node", time.time()) for job in jobs]
@@ -264,6 +295,18 @@ class FakeScheduler:
         cluster.unacked.update((r.uid, r) for r in results)
         if cluster.outbox is not None and jobs:
             cluster.outbox.put(JobsUpdate(started, results))
+
+    def _start_held(self) -> None:
+        for cluster in self.clusters.values():
+            started = [JobStarted(job.uid, "fake-node", time.time()) for job in cluster.held]
+            if cluster.outbox is not None and started:
+                cluster.outbox.put(JobsUpdate(started, []))
+
+    def _push(self, cluster_id: str, messages: tuple[Message, ...]) -> None:
+        outbox = self.clusters[cluster_id].outbox
+        assert outbox is not None, "the cluster's client is not connected"
+        for message in messages:
+            outbox.put(message)
 
     def _release(self) -> None:
         for cluster in self.clusters.values():

@@ -21,6 +21,7 @@ from fairpool.clients.errors import (
 )
 from fairpool.clients.job import JobOptions
 from fairpool.messages import AckResults, CloseCluster, Heartbeat, OpenCluster, Submit
+from fairpool.messages import JobOptions as WireOptions
 
 
 def double(x: int) -> int:
@@ -279,16 +280,17 @@ def test_a_silent_scheduler_is_given_up_and_reconnected(
         assert cluster.submit(5).result(timeout=10) == 10
 
 
-def test_options_are_recorded_on_the_job_and_flagged_as_not_enforced(fake: FakeScheduler, secret_file: Path) -> None:
+def test_options_are_recorded_on_the_job_and_sent_with_it(fake: FakeScheduler, secret_file: Path) -> None:
     with open_cluster(fake, secret_file) as cluster:
-        with pytest.warns(UserWarning, match="not yet sent to the scheduler"):
-            job = cluster.options(resources={"cpus": 2}, timeout=30, priority=5).submit(4)
+        job = cluster.options(resources={"cpus": 2, "memory": "1G"}, timeout=30, priority=5).submit(4)
         assert job.result(timeout=10) == 8
-    assert job.options == JobOptions({"cpus": 2}, 30, 5)
+    assert job.options == JobOptions({"cpus": 2, "memory": "1G"}, 30, 5)
+    (sent,) = [j for s in fake.received(Submit) for j in s.jobs]
+    assert sent.options == WireOptions(cpus=2.0, memory=1 << 30, timeout=30.0, priority=5)
 
 
 def test_parameters_built_by_later_work_are_refused_before_connecting(secret_file: Path) -> None:
-    for option in ({"token": "t"}, {"job_status": print}, {"nodes": ["n1"]}, {"tls": object()}):
+    for option in ({"token": "t"}, {"nodes": ["n1"]}, {"tls": object()}):
         with pytest.raises(NotImplementedError, match=next(iter(option))):
             SharedJobCluster(double, scheduler="127.0.0.1:1", secret_file=secret_file, **option)
 

@@ -34,25 +34,18 @@ def test_new_job_is_created_and_pending() -> None:
     assert not job.done()
 
 
-def test_status_moves_created_queued_running_finished() -> None:
+def test_a_final_result_fills_in_the_record_and_settles() -> None:
     job = new_job()
-    seen = [job.status]
-    job.mark_queued()
-    seen.append(job.status)
     job.mark_started("node-a", 100.0)
-    seen.append(job.status)
-    job.resolve(finished(5, node="node-a", started_at=100.0, finished_at=101.0, stdout="out", stderr="err"))
-    seen.append(job.status)
-    assert seen == [JobStatus.CREATED, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED]
+    assert job.resolve(finished(5, node="node-a", started_at=100.0, finished_at=101.0, stdout="out", stderr="err"))
+    assert job.status is JobStatus.FINISHED and job.phase is JobStatus.FINISHED
     assert job.result() == 5
     assert (job.node, job.started_at, job.finished_at, job.stdout, job.stderr) == ("node-a", 100.0, 101.0, "out", "err")
 
 
-def test_late_queued_or_started_never_moves_a_job_backwards() -> None:
+def test_a_late_start_never_changes_an_ended_job() -> None:
     job = new_job()
     job.mark_started("n", 1.0)
-    job.mark_queued()
-    assert job.status is JobStatus.RUNNING
     job.resolve(finished(1))
     job.mark_started("other", 2.0)
     assert job.status is JobStatus.FINISHED and job.node == "n"
@@ -96,7 +89,22 @@ def test_abandoned_and_cancelled_jobs_raise_errors_naming_the_reason() -> None:
         abandoned.result()
     with pytest.raises(cf.CancelledError, match="cancelled by admin"):
         cancelled.result()
-    assert isinstance(cancelled.exception(), JobCancelled)
+    with pytest.raises(JobCancelled, match="cancelled by admin"):
+        cancelled.exception()
+    assert cancelled.cancelled() and cancelled.done()
+    assert cancelled() is None  # dispy style: no value
+
+
+def test_a_cancelled_job_counts_as_done_for_wait_and_as_completed() -> None:
+    job = new_job()
+    waiting = threading.Thread(target=lambda: cf.wait([job], timeout=10))
+    waiting.start()
+    job.resolve(JobResult("c1.1", "CANCELLED", reason="cancelled"))
+    waiting.join(10)
+    assert not waiting.is_alive()
+    done, not_done = cf.wait([job], timeout=0)
+    assert done == {job} and not not_done
+    assert list(cf.as_completed([job], timeout=1)) == [job]
 
 
 def test_result_that_cannot_be_unpickled_fails_the_job_clearly() -> None:
@@ -120,10 +128,19 @@ def test_duplicate_result_is_ignored() -> None:
     assert job.result() == 1
 
 
-def test_cancel_does_not_settle_a_remote_job() -> None:
+def test_cancel_of_a_job_of_no_cluster_does_nothing() -> None:
     job = new_job()
     assert job.cancel() is False
     assert not job.done() and not job.cancelled()
+
+
+def test_cancel_asks_the_jobs_cluster_and_does_not_settle_it() -> None:
+    job = new_job()
+    asked: list[Job] = []
+    job.canceller = lambda j: asked.append(j) or True
+    assert job.cancel() is True
+    assert asked == [job]
+    assert not job.done()  # only the scheduler's answer ends it
 
 
 def test_result_with_timeout_raises_timeout_while_pending() -> None:
@@ -136,7 +153,7 @@ def test_result_with_timeout_raises_timeout_while_pending() -> None:
 
 def test_abort_settles_with_the_error_and_keeps_the_known_status() -> None:
     job = new_job()
-    job.mark_queued()
+    job.status = job.phase = JobStatus.QUEUED
     assert job.abort(RuntimeError("cluster closed"))
     assert job.status is JobStatus.QUEUED
     with pytest.raises(RuntimeError, match="cluster closed"):

@@ -8,14 +8,25 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
 from fairpool.clusterspec import ClusterSpec, DependFile, encode_spec
-from fairpool.messages import AnyMessage, ClusterDef, JobResult, Message, NodeProgress, Task
+from fairpool.messages import (
+    AnyMessage,
+    ClusterDef,
+    FileChunk,
+    JobProvisional,
+    JobResult,
+    Message,
+    NodeProgress,
+    Task,
+)
+from fairpool.nodes.workerpool import WorkerPool
 from fairpool.protocol import Connection, encode_frames
 
 DEADLINE = 20.0
@@ -40,6 +51,10 @@ def task(uid: str, cluster_id: str, *args: Any, **kwargs: Any) -> Task:
     return Task(uid, cluster_id, cloudpickle.dumps((args, kwargs)))
 
 
+def timed_task(uid: str, cluster_id: str, timeout: float, *args: Any) -> Task:
+    return Task(uid, cluster_id, cloudpickle.dumps((args, {})), timeout)
+
+
 def install(base: Path, cluster: ClusterDef, files: Iterable[DependFile] = ()) -> Path:
     """What the node daemon does before dispatching: the cluster's dir and its files."""
     directory = base / cluster.cluster_id
@@ -55,24 +70,27 @@ def value(result: JobResult) -> Any:
 
 
 class WorkerProcess:
-    """A real ``fairpool.nodes.worker`` process on a socketpair, driven synchronously."""
+    """A real ``fairpool.nodes.worker`` process on a socketpair, driven synchronously.
 
-    def __init__(self, workdir_base: Path) -> None:
+    With ``lifeline=True`` it gets a lifeline pipe whose write end is ``self.lifeline``
+    (closing it plays the node dying) and runs in its own session, as the node starts it.
+    """
+
+    def __init__(self, workdir_base: Path, *, lifeline: bool = False) -> None:
         ours, theirs = socket.socketpair()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fairpool.nodes.worker",
-                "--fd",
-                str(theirs.fileno()),
-                "--workdir-base",
-                str(workdir_base),
-            ],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-        )
+        argv = [sys.executable, "-m", "fairpool.nodes.worker", "--fd", str(theirs.fileno())]
+        argv += ["--workdir-base", str(workdir_base)]
+        pass_fds = [theirs.fileno()]
+        self.lifeline: int | None = None
+        read_end = None
+        if lifeline:
+            read_end, self.lifeline = os.pipe()
+            argv += ["--lifeline-fd", str(read_end)]
+            pass_fds.append(read_end)
+        self.process = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL, start_new_session=lifeline)
         theirs.close()
+        if read_end is not None:
+            os.close(read_end)
         self.sock = ours
         self.protocol = Connection()
         self.inbox: deque[AnyMessage] = deque()
@@ -101,13 +119,27 @@ class WorkerProcess:
         while len(results) < count:
             message = self.receive(end - time.monotonic())
             assert isinstance(message, NodeProgress), message
-            assert message.started == []
+            assert message.started == [] and message.provisional == [] and message.files == [], message
             self.frames += 1
             results.extend(message.results)
         assert len(results) == count, results
         return results
 
+    def progress_until_result(self, uid: str, deadline: float = DEADLINE) -> list[NodeProgress]:
+        """Every NodeProgress up to and including the one with ``uid``'s result."""
+        end = time.monotonic() + deadline
+        seen: list[NodeProgress] = []
+        while True:
+            message = self.receive(end - time.monotonic())
+            assert isinstance(message, NodeProgress), message
+            seen.append(message)
+            if any(r.uid == uid for r in message.results):
+                return seen
+
     def close(self) -> int:
+        if self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
         self.sock.close()
         try:
             return self.process.wait(DEADLINE)
@@ -131,16 +163,34 @@ async def until(predicate: Callable[[], Any], timeout: float = DEADLINE, message
 
 
 class Collector:
-    """A WorkerPool progress callback that keeps everything it is given."""
+    """A WorkerPool progress callback that keeps everything it is given.
+
+    ``events`` keeps the order: ("provisional", uid), ("file", uid), ("result", uid).
+    """
 
     def __init__(self) -> None:
         self.started: list[Any] = []
         self.results: dict[str, JobResult] = {}
+        self.provisional: list[JobProvisional] = []
+        self.files: list[FileChunk] = []
+        self.events: list[tuple[str, str]] = []
         self.calls = 0
 
-    def __call__(self, started: list[Any], results: list[JobResult]) -> None:
+    def __call__(
+        self,
+        started: list[Any],
+        results: list[JobResult],
+        provisional: list[JobProvisional] = (),  # type: ignore[assignment]
+        files: list[FileChunk] = (),  # type: ignore[assignment]
+    ) -> None:
         self.calls += 1
         self.started.extend(started)
+        # what a consumer must do: a message's provisional results and files before its results
+        self.provisional.extend(provisional)
+        self.events.extend(("provisional", p.uid) for p in provisional)
+        self.files.extend(files)
+        self.events.extend(("file", f.uid) for f in files)
+        self.events.extend(("result", r.uid) for r in results)
         for result in results:
             assert result.uid not in self.results, f"two results for {result.uid}"
             self.results[result.uid] = result
@@ -150,3 +200,26 @@ class Collector:
         await until(lambda: all(u in self.results for u in wanted), timeout,
                     f"results for {len(wanted)} jobs (have {len(self.results)})")
         return [self.results[u] for u in wanted]
+
+
+@asynccontextmanager
+async def running_pool(base: Path, cpus: int = 2) -> AsyncIterator[tuple[WorkerPool, Collector]]:
+    """A WorkerPool with real workers, all ready, reporting to a Collector."""
+    import trio
+
+    collector = Collector()
+    pool = WorkerPool(cpus, base, collector, node_name="n1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        await until(lambda: pool.statistics().ready == cpus, message="workers ready")
+        yield pool, collector
+        nursery.cancel_scope.cancel()
+
+
+def dead(pid: int) -> bool:
+    """The process is gone, or a zombie (an orphan's zombie may never be reaped in a container)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] in "ZX"

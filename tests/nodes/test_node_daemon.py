@@ -20,6 +20,7 @@ from fairpool.clusterspec import DependFile
 from fairpool.config import NodeConfig
 from fairpool.handshake import AuthError
 from fairpool.messages import (
+    CancelTasks,
     ClusterDef,
     Dispatch,
     Heartbeat,
@@ -28,6 +29,7 @@ from fairpool.messages import (
     NodeProgress,
     NodeReady,
     ReleaseCluster,
+    Task,
 )
 from fairpool.nodes.daemon import serve_node
 from fairpool.protocol import ProtocolError
@@ -291,3 +293,52 @@ def test_secret_never_appears_in_logs(tmp_path, capsys):
     out = capsys.readouterr()
     assert "refused" in (out.out + out.err).lower()
     assert SECRET.decode() not in out.out + out.err
+
+
+def report_then_nap(seconds):
+    from fairpool import provisional_result, send_file
+
+    provisional_result("halfway")
+    with open("note.txt", "w") as f:
+        f.write("note")
+    send_file("note.txt", "notes/note.txt")
+    time.sleep(seconds)
+    return seconds
+
+
+async def test_provisional_results_and_files_are_forwarded_to_the_scheduler(tmp_path):
+    async with node_and_scheduler(tmp_path) as (fake, _):
+        await fake.send(Dispatch([function_cluster("c1", report_then_nap)], [task("j1", "c1", 0.3)]))
+
+        def forwarded():
+            return [p for p in fake.of_type(NodeProgress) if p.provisional or p.files]
+
+        # they arrive while the job still runs, not with its result
+        await until(lambda: any(p.provisional for p in forwarded()) and any(p.files for p in forwarded()),
+                    message="provisional and file forwarded")
+        assert "j1" not in fake.results()
+        (provisional,) = [x for p in fake.of_type(NodeProgress) for x in p.provisional]
+        assert provisional.uid == "j1" and cloudpickle.loads(provisional.payload) == "halfway"
+        (chunk,) = [x for p in fake.of_type(NodeProgress) for x in p.files]
+        assert (chunk.uid, chunk.name, chunk.data, chunk.last) == ("j1", "notes/note.txt", b"note", True)
+        assert (await fake.result("j1")).status == "FINISHED"
+
+
+async def test_cancel_tasks_from_the_scheduler_stops_a_running_job(tmp_path):
+    async with node_and_scheduler(tmp_path) as (fake, _):
+        await fake.send(Dispatch([function_cluster("c1", nap)], [task("j1", "c1", 60)]))
+        await until(lambda: "j1" in fake.started(), message="j1 started")
+        began = trio.current_time()
+        await fake.send(CancelTasks(["j1"], "cancelled by the client"))
+        result = await fake.result("j1")
+        assert result.status == "FAILED" and result.reason == "cancelled by the client"
+        assert trio.current_time() - began < 10
+        await fake.send(Dispatch([], [task("j2", "c1", 0)]))  # a new worker serves the next job
+        assert (await fake.result("j2")).status == "FINISHED"
+
+
+async def test_a_task_timeout_from_the_scheduler_is_enforced(tmp_path):
+    async with node_and_scheduler(tmp_path) as (fake, _):
+        await fake.send(Dispatch([function_cluster("c1", nap)], [Task("j1", "c1", cloudpickle.dumps(((60,), {})), 0.3)]))
+        result = await fake.result("j1")
+        assert result.status == "FAILED" and result.reason == "timed out after 0.3 s"

@@ -6,14 +6,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import cloudpickle
 import pytest
 import trio
-from nodeharness import Collector, function_cluster, install, task, until, value
+from nodeharness import Collector, function_cluster, install, running_pool, task, until, value
 
 from fairpool.clusterspec import DependFile
 from fairpool.nodes.workerpool import WorkerPool
@@ -22,17 +19,6 @@ from fairpool.nodes.workerproc import death_reason
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@asynccontextmanager
-async def running_pool(base: Path, cpus: int = 2) -> AsyncIterator[tuple[WorkerPool, Collector]]:
-    collector = Collector()
-    pool = WorkerPool(cpus, base, collector, node_name="n1")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.run)
-        await until(lambda: pool.statistics().ready == cpus, message="workers ready")
-        yield pool, collector
-        nursery.cancel_scope.cancel()
 
 
 def pid_after(seconds):

@@ -1,0 +1,144 @@
+"""Progress a node holds for the scheduler: what is not sent yet, and what was sent but may not be read.
+
+``HeldProgress`` collects what the worker pool reports (tasks started,
+results, and what running jobs send: provisional results and file chunks),
+hands it to a connection as ``NodeProgress`` messages, and keeps what it
+handed over "recent" until the scheduler acknowledges it (by echoing one of
+the node's heartbeats sent after it), ``RESEND_WINDOW`` passes, or the recent
+batches exceed ``RESEND_BYTES``; after a disconnect the recent batches are
+held again, ahead of the rest, because bytes written just before the peer
+died may never have been read.
+
+Order is kept: a job's provisional results and files always leave in the
+same message as its result or an earlier one, and a consumer applies a
+message's ``provisional`` and ``files`` before its ``results``. A message
+carries at most about ``MAX_PROGRESS_FILE_BYTES`` of file data: more goes in
+several messages, files first, the rest of the progress in the last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from fairpool.messages import FileChunk, JobProvisional, JobResult, JobStarted, NodeProgress
+
+#: Progress sent within this many seconds before a disconnect is sent again after reconnecting...
+RESEND_WINDOW = 5.0
+#: ...but no more than about this many bytes of it.
+RESEND_BYTES = 256 * 1024 * 1024
+#: File data per NodeProgress message, so that a large file never makes one huge frame.
+MAX_PROGRESS_FILE_BYTES = 16 * 1024 * 1024
+
+_Progress = tuple[list[JobStarted], list[JobResult], list[JobProvisional], list[FileChunk]]
+
+
+class _Batch:
+    """Progress handed to one connection in one go (one or more NodeProgress messages)."""
+
+    __slots__ = ("seq", "when", "started", "results", "provisional", "files", "size")
+
+    def __init__(self, seq: int, when: float, progress: _Progress) -> None:
+        self.seq = seq
+        self.when = when
+        self.started, self.results, self.provisional, self.files = progress
+        self.size = (
+            sum(len(r.payload) + len(r.stdout) + len(r.stderr) + len(r.traceback) + 64 for r in self.results)
+            + sum(len(p.payload) + 64 for p in self.provisional)
+            + sum(len(f.data) + len(f.name) + 64 for f in self.files)
+        )
+
+
+class HeldProgress:
+    """Progress not yet handed to a connection, and what was handed over but not known read."""
+
+    def __init__(self) -> None:
+        self.started: list[JobStarted] = []
+        self.results: list[JobResult] = []
+        self.provisional: list[JobProvisional] = []
+        self.files: list[FileChunk] = []
+        self._recent: deque[_Batch] = deque()
+        self._recent_bytes = 0
+        self._seq = 0
+
+    def add(
+        self,
+        started: list[JobStarted],
+        results: list[JobResult],
+        provisional: list[JobProvisional] | None = None,
+        files: list[FileChunk] | None = None,
+    ) -> None:
+        self.started.extend(started)
+        self.results.extend(results)
+        if provisional:
+            self.provisional.extend(provisional)
+        if files:
+            self.files.extend(files)
+
+    def take(self) -> list[NodeProgress]:
+        """What is held, as messages to send in this order (none if nothing is held)."""
+        if not (self.started or self.results or self.provisional or self.files):
+            return []
+        progress: _Progress = (self.started, self.results, self.provisional, self.files)
+        self.started, self.results, self.provisional, self.files = [], [], [], []
+        self._seq += 1
+        now = time.monotonic()
+        batch = _Batch(self._seq, now, progress)
+        self._recent.append(batch)
+        self._recent_bytes += batch.size
+        self._drop(lambda seq, when: when < now - RESEND_WINDOW or self._recent_bytes > RESEND_BYTES)
+        return _messages(*progress)
+
+    def mark(self) -> int:
+        """The sequence number of the last batch handed over: a heartbeat sent now follows it."""
+        return self._seq
+
+    def acknowledged(self, upto: int) -> None:
+        """The scheduler read every batch up to ``upto``: forget them."""
+        self._drop(lambda seq, when: seq <= upto)
+
+    def _drop(self, predicate: Callable[[int, float], bool]) -> None:
+        recent = self._recent
+        while recent and predicate(recent[0].seq, recent[0].when):
+            self._recent_bytes -= recent.popleft().size
+
+    def connection_lost(self) -> None:
+        """What went out recently may not have been read: hold it again, ahead of the rest."""
+        started: list[JobStarted] = []
+        results: list[JobResult] = []
+        provisional: list[JobProvisional] = []
+        files: list[FileChunk] = []
+        for batch in self._recent:
+            started.extend(batch.started)
+            results.extend(batch.results)
+            provisional.extend(batch.provisional)
+            files.extend(batch.files)
+        self._recent.clear()
+        self._recent_bytes = 0
+        self.started = started + self.started
+        self.results = results + self.results
+        self.provisional = provisional + self.provisional
+        self.files = files + self.files
+
+
+def _messages(
+    started: list[JobStarted], results: list[JobResult], provisional: list[JobProvisional], files: list[FileChunk]
+) -> list[NodeProgress]:
+    """One NodeProgress, or several if the file data is large: files first, everything else in the last.
+
+    A job's files thus never arrive after its result.
+    """
+    if sum(len(f.data) for f in files) <= MAX_PROGRESS_FILE_BYTES:
+        return [NodeProgress(started, results, provisional, files)]
+    messages: list[NodeProgress] = []
+    part: list[FileChunk] = []
+    size = 0
+    for chunk in files:
+        if part and size + len(chunk.data) > MAX_PROGRESS_FILE_BYTES:
+            messages.append(NodeProgress([], [], [], part))
+            part, size = [], 0
+        part.append(chunk)
+        size += len(chunk.data)
+    messages.append(NodeProgress(started, results, provisional, part))
+    return messages
