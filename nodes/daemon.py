@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import structlog
@@ -104,6 +105,7 @@ class _NodeDaemon:
         self.memory = config.memory or detect_memory()
         self.pool = WorkerPool(config.cpus, self.clusters_dir, self._on_progress, node_name=config.name)
         self.held = HeldProgress()
+        self.session = uuid.uuid4().hex  # this run of the node: a restarted node has lost what it ran
         self._wakeup = trio.Event()
         self._installed: dict[str, bytes] = {}  # cluster -> digest of the spec its files came from
         self._bad: dict[str, str] = {}  # cluster -> why its tasks cannot run here
@@ -156,7 +158,8 @@ class _NodeDaemon:
         """Serve one connection until it breaks; False if it broke before the node was announced."""
         config = self.config
         try:
-            await stream.send(NodeReady(config.name, config.cpus, self.memory, config.gpus))
+            held = sorted(self.pool.held_uids() | self.held.result_uids())
+            await stream.send(NodeReady(config.name, config.cpus, self.memory, config.gpus, self.session, held))
         except ConnectionClosed as exc:
             log.warning("scheduler connection lost", scheduler=str(config.scheduler), reason=str(exc))
             return False
@@ -165,6 +168,9 @@ class _NodeDaemon:
             status.started()
         outbox = Outbox()
         self._heartbeats.clear()  # echoes of another connection's heartbeats cannot come
+        running = self.pool.running()
+        if running:
+            self.held.add(running, [])  # a restarted scheduler learns which of its jobs run here
         self._wakeup.set()  # whatever is held goes out first
         reason = "cancelled"
         async with trio.open_nursery() as nursery:

@@ -4,10 +4,12 @@
 results, and what running jobs send: provisional results and file chunks),
 hands it to a connection as ``NodeProgress`` messages, and keeps what it
 handed over "recent" until the scheduler acknowledges it (by echoing one of
-the node's heartbeats sent after it), ``RESEND_WINDOW`` passes, or the recent
-batches exceed ``RESEND_BYTES``; after a disconnect the recent batches are
-held again, ahead of the rest, because bytes written just before the peer
-died may never have been read.
+the node's heartbeats sent after it, once the scheduler journaled it),
+``RESEND_WINDOW`` passes, or the recent batches exceed ``RESEND_BYTES``;
+after a disconnect the recent batches are held again, ahead of the rest,
+because bytes written just before the peer died may never have been read.
+Results are the exception: they are kept until acknowledged, however long
+the scheduler is away (it may be restarting), so none is ever lost.
 
 Order is kept: a job's provisional results and files always leave in the
 same message as its result or an earlier one, and a consumer applies a
@@ -61,6 +63,7 @@ class HeldProgress:
         self._recent: deque[_Batch] = deque()
         self._recent_bytes = 0
         self._seq = 0
+        self._unacknowledged: deque[tuple[int, JobResult]] = deque()  # results of batches aged out
 
     def add(
         self,
@@ -95,13 +98,26 @@ class HeldProgress:
         return self._seq
 
     def acknowledged(self, upto: int) -> None:
-        """The scheduler read every batch up to ``upto``: forget them."""
-        self._drop(lambda seq, when: seq <= upto)
+        """The scheduler read (and journaled) every batch up to ``upto``: forget them."""
+        self._drop(lambda seq, when: seq <= upto, acknowledged=True)
+        kept = self._unacknowledged
+        while kept and kept[0][0] <= upto:
+            kept.popleft()
 
-    def _drop(self, predicate: Callable[[int, float], bool]) -> None:
+    def _drop(self, predicate: Callable[[int, float], bool], acknowledged: bool = False) -> None:
         recent = self._recent
         while recent and predicate(recent[0].seq, recent[0].when):
-            self._recent_bytes -= recent.popleft().size
+            batch = recent.popleft()
+            self._recent_bytes -= batch.size
+            if not acknowledged:
+                self._unacknowledged.extend((batch.seq, r) for r in batch.results)
+
+    def result_uids(self) -> set[str]:
+        """Jobs whose result this node holds, sent or not, until the scheduler acknowledges it."""
+        uids = {r.uid for r in self.results}
+        uids.update(r.uid for batch in self._recent for r in batch.results)
+        uids.update(r.uid for _, r in self._unacknowledged)
+        return uids
 
     def connection_lost(self) -> None:
         """What went out recently may not have been read: hold it again, ahead of the rest."""
@@ -109,6 +125,8 @@ class HeldProgress:
         results: list[JobResult] = []
         provisional: list[JobProvisional] = []
         files: list[FileChunk] = []
+        results.extend(r for _, r in self._unacknowledged)
+        self._unacknowledged.clear()
         for batch in self._recent:
             started.extend(batch.started)
             results.extend(batch.results)

@@ -206,6 +206,25 @@ class WorkerPool:
             deaths=self._deaths,
         )
 
+    def held_uids(self) -> set[str]:
+        """Every task this node holds: queued here, prefetched by a worker, or running."""
+        uids = {task.uid for task in self._queue}
+        for worker in self._workers:
+            uids.update(held.task.uid for held in worker.queue)
+        return uids
+
+    def running(self) -> list[JobStarted]:
+        """The tasks running now, as started events (told again to a scheduler after a reconnect)."""
+        now = time.time()
+        events = []
+        for worker in self._workers:
+            index = worker.running_index()
+            if index >= 0:
+                held = worker.queue[index]
+                started_at = now - (time.monotonic() - held.started) if held.started is not None else now
+                events.append(JobStarted(held.task.uid, self.node_name, started_at))
+        return events
+
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
 
