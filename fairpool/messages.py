@@ -18,6 +18,8 @@ Who sends what:
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 PROTOCOL_VERSION = 1
@@ -214,6 +216,25 @@ class Heartbeat(Message, frozen=True):
     at: float
 
 
+class Request(Message, frozen=True):
+    """A query or command (admin verbs, ``cluster.nodes()``...); answered by a Reply with the same id.
+
+    ``verb`` is e.g. "status", "nodes.list", "jobs.cancel"; ``args`` plain data (str keys).
+    Who may ask what is decided by the connection's role and tenant.
+    """
+
+    id: int
+    verb: str
+    args: dict[str, Any] = {}
+
+
+class Reply(Message, frozen=True):
+    id: int
+    ok: bool
+    body: Any = None  # plain data: dicts, lists, strings, numbers
+    error: str = ""
+
+
 # --- scheduler <-> node (and node <-> worker) ------------------------------
 
 
@@ -279,6 +300,8 @@ AnyMessage = (
     | ReleaseCluster
     | NodeProgress
     | WorkerReady
+    | Request
+    | Reply
 )
 
 _encoder = msgspec.msgpack.Encoder()

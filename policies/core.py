@@ -100,6 +100,10 @@ class PolicyBase:
         """(entitlement, received share, the policy's own words) for explanations."""
         return None, None, ""
 
+    def tenant_figures(self, tenant: str) -> tuple[float | None, float | None, str]:
+        """A tenant's entitlement, received share and the policy's words (for listings)."""
+        return self._figures(tenant)
+
     # --- helpers ------------------------------------------------------------
 
     def _rel(self, now: float) -> float:

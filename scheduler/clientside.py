@@ -125,13 +125,18 @@ class ClientSide(StateBase):
                 f"{biggest.memory} bytes and {biggest.gpus} gpus")
 
     def _cancel(self, conn: ConnRecord, uids: list[str], now: float) -> None:
+        jobs = (self.jobs.get(uid) for uid in uids)
+        # Not found, not yours, or over: nothing to do (and nothing to tell apart).
+        self.cancel_jobs([j for j in jobs if j is not None and j.tenant == conn.tenant and not j.status.is_final], now)
+
+    def cancel_jobs(self, jobs: list[JobRecord], now: float) -> None:
+        """Queued: removed at once; on a node: the node is told to kill them (they end CANCELLED)."""
         by_node: dict[int, list[str]] = defaultdict(list)
-        for uid in uids:
-            job = self.jobs.get(uid)
-            if job is None or job.tenant != conn.tenant or job.status.is_final:
-                continue  # not found, not yours, or over: nothing to do (and nothing to tell apart)
+        for job in jobs:
+            uid = job.uid
             if job.node_conn is None:
-                self.dispatcher.dequeue(job)
+                if not job.node:  # (a job of a lost node is not in the queue: it just ends)
+                    self.dispatcher.dequeue(job)
                 self._finish(job, JobResult(job.uid, JobStatus.CANCELLED.value, reason="cancelled", finished_at=now), now)
             elif not job.cancel_requested:
                 job.cancel_requested = True
@@ -162,7 +167,8 @@ class ClientSide(StateBase):
         self._out.append(Persist(RClusterClosed(cluster_id)))
         for job in list(cluster.jobs.values()):
             if job.status is JobStatus.QUEUED and job.node_conn is None:  # not yet on a node
-                self.dispatcher.dequeue(job)
+                if not job.node:
+                    self.dispatcher.dequeue(job)
                 self._finish(job, JobResult(job.uid, JobStatus.CANCELLED.value, reason="cluster closed",
                                             finished_at=now), now)
         self._maybe_release(cluster)

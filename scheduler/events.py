@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fairpool.handshake import Peer
-from fairpool.messages import AnyMessage, Message
+from fairpool.messages import AnyMessage, Message, Request
 from fairpool.scheduler.journalrecords import JournalRecord
+from fairpool.scheduler.policyfile import PolicyConfig
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,23 @@ class Disconnected:
 
 
 @dataclass(frozen=True)
+class PolicyLoaded:
+    """The shell read the policy file for ``policy reload``; the state switches to it."""
+
+    conn: int
+    request_id: int
+    config: PolicyConfig
+    now: float
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passes: check heartbeats."""
 
     now: float
 
 
-Stimulus = Connected | Received | Disconnected | Tick
+Stimulus = Connected | Received | Disconnected | PolicyLoaded | Tick
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,14 @@ class Close:
 
 
 @dataclass(frozen=True)
+class ShellRequest:
+    """A request only the shell can serve (it needs files): ``policy.reload``, ``journal.compact``."""
+
+    conn: int
+    request: Request
+
+
+@dataclass(frozen=True)
 class Log:
     """Something an operator should see; ``level`` is a structlog method name."""
 
@@ -75,4 +94,4 @@ class Log:
     fields: tuple[tuple[str, object], ...] = ()
 
 
-Instruction = Send | Persist | Close | Log
+Instruction = Send | Persist | Close | Log | ShellRequest

@@ -64,7 +64,15 @@ class RClusterClosed(Record, frozen=True):
     cluster_id: str
 
 
-JournalRecord = RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed
+class RPolicy(Record, frozen=True):
+    """The policy was switched live (``policy set`` / ``policy reload``): it outlives a restart."""
+
+    name: str
+
+
+JournalRecord = (
+    RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed | RPolicy
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[JournalRecord] = msgspec.msgpack.Decoder(JournalRecord)

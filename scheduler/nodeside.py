@@ -45,7 +45,7 @@ class NodeSide(StateBase):
         self._out.append(Log("info", "node joined", (("node", node.name), ("cpus", node.cpus))))
         self._reclaim(node, set(message.held), now)
         self._node_event("joined", node)
-        self._capacity_changed()
+        self.capacity_changed()
 
     def _reclaim(self, node: NodeRecord, held: set[str], now: float) -> None:
         """A (re)joining node keeps the jobs it still holds; the rest of what it had is settled."""
@@ -124,6 +124,9 @@ class NodeSide(StateBase):
             finished.append(result)
         if finished:
             self._out.append(Persist(RResults(finished)))
+        if node.state == "draining" and not node.assigned:
+            node.state = "drained"
+            self._out.append(Log("info", "node drained", (("node", node.name),)))
 
     def _client_of(self, node: NodeRecord, uid: str) -> int | None:
         """The attached client connection of a job running on ``node`` (None: not ours, or detached)."""
@@ -145,7 +148,7 @@ class NodeSide(StateBase):
         self._out.append(Log("warning", "node disconnected", (("node", node.name), ("reason", reason),
                                                                 ("jobs", len(node.assigned)))))
         self._node_event("failed" if node.assigned else "left", node)
-        self._capacity_changed()
+        self.capacity_changed()
         if node.assigned:
             # The node may still be running them: it has until the deadline to come back (same
             # session) and claim them; after that they are requeued or abandoned.

@@ -83,12 +83,13 @@ class ClusterRecord:
 class NodeRecord:
     __slots__ = ("conn", "name", "cpus", "memory", "gpus", "assigned", "avg_runtime",
                  "done", "joined_at", "state", "used_cpus", "used_memory", "used_gpus", "special",
-                 "session")
+                 "session", "last_seen")
 
     def __init__(self, conn: int, name: str, cpus: int, memory: int, gpus: int, now: float,
                  session: str = "") -> None:
         self.conn = conn
         self.session = session
+        self.last_seen = now
         self.name = name
         self.cpus = cpus
         self.memory = memory

@@ -22,6 +22,8 @@ from fairpool.messages import (
     NodeProgress,
     NodeReady,
     OpenCluster,
+    Reply,
+    Request,
     Submit,
 )
 from fairpool.scheduler.clientside import NOT_FOUND, ClientSide
@@ -31,15 +33,21 @@ from fairpool.scheduler.events import (
     Disconnected,
     Instruction,
     Log,
+    PolicyLoaded,
     Received,
     Send,
+    ShellRequest,
     Stimulus,
     Tick,
 )
 from fairpool.scheduler.nodeside import NodeSide
+from fairpool.scheduler.policyfile import PolicyConfig
+from fairpool.scheduler.queries import answer
 from fairpool.scheduler.records import ConnRecord
 
 __all__ = ["NOT_FOUND", "SchedulerState"]
+
+SHELL_VERBS = frozenset({"policy.reload", "journal.compact"})  # they need files: the shell serves them
 
 
 class SchedulerState(ClientSide, NodeSide):
@@ -50,6 +58,8 @@ class SchedulerState(ClientSide, NodeSide):
                 record = self.conns.get(conn)
                 if record is not None:
                     record.last_seen = now
+                    if record.node is not None:
+                        record.node.last_seen = now
                     for message in messages:
                         if conn not in self.conns:
                             break  # closed by an earlier message of this batch
@@ -58,6 +68,8 @@ class SchedulerState(ClientSide, NodeSide):
                 self.conns[conn] = ConnRecord(conn, peer.role, peer.tenant, peer.name, now)
             case Disconnected(conn, reason, now):
                 self._drop_conn(conn, reason, now)
+            case PolicyLoaded(conn, request_id, config, now):
+                self._policy_loaded(conn, request_id, config, now)
             case Tick(now):
                 self._check_heartbeats(now)
                 self._purge_expired(now)
@@ -85,8 +97,24 @@ class SchedulerState(ClientSide, NodeSide):
                 self._node_progress(conn, message, now)
             case "node", NodeReady():
                 self._node_ready(conn, message, now)
+            case "admin", Request(verb=verb) if verb in SHELL_VERBS:
+                self._out.append(ShellRequest(conn.conn, message))
+            case "client" | "admin", Request():
+                self._out.append(Send(conn.conn, answer(self, conn, message, now)))
             case role, _:
                 self._violation(conn, f"{type(message).__name__} is not a {role} request")
+
+    def _policy_loaded(self, conn: int, request_id: int, config: PolicyConfig, now: float) -> None:
+        try:
+            policy = config.make_policy(default=self.policy.name)
+        except ValueError as exc:  # unknown name, bad options: nothing changes
+            self._out.append(Send(conn, Reply(request_id, False, error=str(exc))))
+            return
+        self.dispatcher.configure(tenants=config.tenants)
+        if policy.name != self.policy.name or config.options_for(policy.name):
+            self.set_policy(policy, now)
+        self._out.append(Send(conn, Reply(request_id, True, {"policy": self.policy.name,
+                                                             "tenants": sorted(config.tenants)})))
 
     def _violation(self, conn: ConnRecord, reason: str) -> None:
         self._out.append(Log("warning", "protocol violation", (("peer", conn.name), ("reason", reason))))

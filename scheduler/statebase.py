@@ -25,8 +25,8 @@ from fairpool.messages import (
 from fairpool.policies.base import Policy
 from fairpool.policies.dispatcher import Dispatcher
 from fairpool.policies.resources import Resources
-from fairpool.scheduler.events import Instruction, Persist, Send
-from fairpool.scheduler.journalrecords import RResults
+from fairpool.scheduler.events import Instruction, Log, Persist, Send
+from fairpool.scheduler.journalrecords import RPolicy, RResults
 from fairpool.scheduler.orphans import Orphans
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
@@ -113,7 +113,13 @@ class StateBase:
         for conn in {c.conn for c in self.clusters.values() if c.conn is not None}:
             self._out.append(Send(conn, message))
 
-    def _capacity_changed(self) -> None:
+    def set_policy(self, policy: Policy, now: float) -> None:
+        """Switch policy live: queued and running jobs carry over; the switch is journaled."""
+        self.dispatcher.replace_policy(policy, now)
+        self._out.append(Persist(RPolicy(policy.name)))
+        self._out.append(Log("info", "policy switched", (("policy", policy.name),)))
+
+    def capacity_changed(self) -> None:
         up = [n for n in self.nodes.values() if n.state == "up"]
         self.dispatcher.configure(capacity=Resources(float(sum(n.cpus for n in up)),
                                                      sum(n.memory for n in up), sum(n.gpus for n in up)))

@@ -1,0 +1,249 @@
+"""Answers to Requests: the read side of the scheduler (status, nodes, jobs, tenants, why) and
+the commands that change it (cancel, drain, policy set).
+
+Pure functions over a SchedulerState, called from ``SchedulerState.handle``.
+Who may ask what: the admin role may do everything; a tenant's client sees
+the pool's nodes and status, and only its own jobs — another tenant's job
+is "not found", exactly as a job that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fairpool.jobstatus import JobStatus
+from fairpool.messages import Reply, Request
+from fairpool.policies.registry import make_policy
+from fairpool.scheduler.records import ConnRecord, JobRecord, NodeRecord
+
+if TYPE_CHECKING:
+    from fairpool.scheduler.state import SchedulerState
+
+
+class Refused(Exception):
+    """A request that cannot be done; the text goes back to the asker."""
+
+
+NOT_FOUND = "no such job"
+TENANT_VERBS = frozenset({"status", "nodes.list", "nodes.show", "jobs.list", "jobs.show", "jobs.cancel", "why",
+                          "cluster.stats"})
+JOB_LIST_LIMIT = 10_000
+
+
+def answer(state: SchedulerState, conn: ConnRecord, request: Request, now: float) -> Reply:
+    handler = VERBS.get(request.verb)
+    if handler is None:
+        return Reply(request.id, False, error=f"unknown request {request.verb!r} (known: {', '.join(sorted(VERBS))})")
+    if conn.role != "admin" and request.verb not in TENANT_VERBS:
+        return Reply(request.id, False, error=f"{request.verb!r} needs the admin credential")
+    try:
+        return Reply(request.id, True, handler(state, conn, request.args, now))
+    except Refused as exc:
+        return Reply(request.id, False, error=str(exc))
+    except (KeyError, TypeError, ValueError) as exc:  # malformed arguments: say which
+        return Reply(request.id, False, error=f"bad arguments for {request.verb!r}: {exc}")
+
+
+# --- views ---------------------------------------------------------------------------
+
+
+def _status(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    stats = state.statistics()
+    stats["busy"] = sum(min(len(n.assigned), n.cpus) for n in state.nodes.values())
+    stats["tenants"] = len({j.tenant for j in state.jobs.values()} | set(state.dispatcher.tenants))
+    stats["orphaned"] = len(state.orphans)
+    return stats
+
+
+def node_view(node: NodeRecord) -> dict[str, Any]:
+    running = sum(1 for j in node.assigned.values() if j.status is JobStatus.RUNNING)
+    return {"name": node.name, "cpus": node.cpus, "memory": node.memory, "gpus": node.gpus,
+            "busy": min(running, node.cpus), "assigned": len(node.assigned), "state": node.state,
+            "done": node.done, "joined_at": node.joined_at, "last_heartbeat": node.last_seen,
+            "avg_runtime": node.avg_runtime}
+
+
+def _nodes_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    views = [node_view(n) for n in state.nodes.values()]
+    down = {name for name, _session, _jobs in state.orphans.by_node()} - {v["name"] for v in views}
+    views += [{"name": name, "cpus": 0, "memory": 0, "gpus": 0, "busy": 0, "assigned": 0, "state": "down",
+               "done": 0, "joined_at": None, "last_heartbeat": None, "avg_runtime": None} for name in sorted(down)]
+    return sorted(views, key=lambda v: v["name"])
+
+
+def _find_node(state: SchedulerState, name: str) -> NodeRecord:
+    for node in state.nodes.values():
+        if node.name == name:
+            return node
+    raise Refused(f"no such node {name!r}")
+
+
+def _nodes_show(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    node = _find_node(state, str(args["name"]))
+    view = node_view(node)
+    view["jobs"] = [job_view(j) for j in node.assigned.values() if conn.role == "admin" or j.tenant == conn.tenant]
+    return view
+
+
+def job_view(job: JobRecord, detail: bool = False) -> dict[str, Any]:
+    result = job.result
+    view: dict[str, Any] = {
+        "uid": job.uid, "tenant": job.tenant, "cluster_id": job.cluster_id, "status": job.status.value,
+        "node": job.node or (result.node if result else ""), "submitted_at": job.submitted_at,
+        "started_at": job.started_at or (result.started_at if result else 0.0) or None,
+        "finished_at": (result.finished_at or None) if result else None,
+        "cpus": job.cpus, "memory": job.memory, "gpus": job.gpus, "priority": job.priority,
+    }
+    if detail:
+        view.update({"reason": result.reason if result else "", "stdout": result.stdout if result else "",
+                     "stderr": result.stderr if result else "", "traceback": result.traceback if result else "",
+                     "exit_code": result.exit_code if result else None, "timeout": job.timeout or None,
+                     "pinned_node": job.pin or None})
+    return view
+
+
+def _visible_job(state: SchedulerState, conn: ConnRecord, uid: str) -> JobRecord:
+    job = state.jobs.get(uid)
+    if job is None or (conn.role != "admin" and job.tenant != conn.tenant):
+        raise Refused(f"{NOT_FOUND} {uid!r}")  # the same words for "not yours"
+    return job
+
+
+def _jobs_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    tenant = args.get("tenant") if conn.role == "admin" else conn.tenant
+    status = str(args["status"]).upper() if args.get("status") else None
+    if status is not None and status not in JobStatus.__members__:
+        raise Refused(f"unknown status {args['status']!r} (known: {', '.join(JobStatus.__members__)})")
+    node, cluster = args.get("node"), args.get("cluster")
+    limit = int(args.get("limit") or JOB_LIST_LIMIT)
+    views: list[dict[str, Any]] = []
+    for job in state.jobs.values():
+        if ((tenant and job.tenant != tenant) or (status and job.status.value != status)
+                or (node and job.node != node and not (job.result and job.result.node == node))
+                or (cluster and job.cluster_id != cluster)):
+            continue
+        views.append(job_view(job))
+        if len(views) >= limit:
+            break
+    return views
+
+
+def _jobs_show(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    return job_view(_visible_job(state, conn, str(args["uid"])), detail=True)
+
+
+def _jobs_cancel(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    uids = [str(u) for u in args["uids"]]
+    jobs = [_visible_job(state, conn, uid) for uid in uids]
+    live = [j for j in jobs if not j.status.is_final]
+    state.cancel_jobs(live, now)
+    return {"cancelled": [j.uid for j in live], "already_ended": [j.uid for j in jobs if j not in live]}
+
+
+def _why(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    job = _visible_job(state, conn, str(args["uid"]))
+    view = job_view(job)
+    if job.status is JobStatus.QUEUED and not job.node:
+        explanation = state.dispatcher.explain(job, now)
+        view.update({"explanation": str(explanation), "rank": explanation.rank, "tenants": explanation.tenants,
+                     "ahead": explanation.ahead, "entitlement": explanation.entitlement,
+                     "received": explanation.received, "reason": explanation.reason})
+    elif job.status is JobStatus.QUEUED:
+        view["explanation"] = f"job {job.uid} was dispatched to node {job.node} and waits there to start"
+    elif job.status.is_final:
+        reason = job.result.reason if job.result else ""
+        view["explanation"] = f"job {job.uid} ended {job.status.value}" + (f": {reason}" if reason else "")
+    else:
+        view["explanation"] = f"job {job.uid} is {job.status.value} on node {job.node}"
+    return view
+
+
+def _cluster_stats(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    cluster = state.clusters.get(str(args["cluster_id"]))
+    if cluster is None or (conn.role != "admin" and cluster.tenant != conn.tenant):
+        raise Refused("no such cluster")
+    by_status = Counter(j.status.value for j in cluster.jobs.values())
+    by_node: dict[str, dict[str, Any]] = {}
+    for job in cluster.jobs.values():
+        node = job.node or (job.result.node if job.result else "")
+        if not node:
+            continue
+        entry = by_node.setdefault(node, {"jobs": 0, "done": 0, "cpu_time": 0.0})
+        entry["jobs"] += 1
+        if job.result is not None:
+            entry["done"] += 1
+            if job.result.finished_at and job.result.started_at:
+                entry["cpu_time"] += job.result.finished_at - job.result.started_at
+    return {"cluster_id": cluster.cluster_id, "by_status": dict(by_status), "by_node": by_node,
+            "jobs": len(cluster.jobs)}
+
+
+def _tenants_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    names = {j.tenant for j in state.jobs.values()} | set(state.dispatcher.tenants)
+    running = Counter(j.tenant for n in state.nodes.values() for j in n.assigned.values())
+    queued = Counter(j.tenant for j in state.dispatcher.order())
+    figures = getattr(state.dispatcher.policy, "tenant_figures", None)
+    views = []
+    for name in sorted(names):
+        config = state.dispatcher.tenants.get(name)
+        entitlement, received, words = figures(name) if figures else (None, None, "")
+        views.append({"name": name, "weight": config.weight if config else 1.0, "tier": config.tier if config else 0,
+                      "max_running": config.max_running if config else None, "running": running[name],
+                      "queued": queued[name], "entitlement": entitlement, "received": received, "policy_says": words})
+    return views
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _nodes_drain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    node = _find_node(state, str(args["name"]))
+    node.state = "draining" if node.assigned else "drained"
+    state.capacity_changed()
+    return node_view(node)
+
+
+def _nodes_undrain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    node = _find_node(state, str(args["name"]))
+    node.state = "up"
+    state.capacity_changed()
+    return node_view(node)
+
+
+def _policy_show(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    dispatcher = state.dispatcher
+    return {"policy": dispatcher.name, "tenants": {name: {"weight": t.weight, "tier": t.tier,
+                                                          "max_running": t.max_running, "max_queued": t.max_queued,
+                                                          "parent": t.parent}
+                                                   for name, t in dispatcher.tenants.items()},
+            "queued": len(dispatcher)}
+
+
+def _policy_set(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    name = str(args["name"])
+    try:
+        policy = make_policy(name)
+    except ValueError as exc:  # UnknownPolicy / bad options: the current policy stays
+        raise Refused(str(exc)) from None
+    state.set_policy(policy, now)
+    return {"policy": policy.name}
+
+
+Handler = Callable[["SchedulerState", ConnRecord, dict[str, Any], float], Any]
+VERBS: dict[str, Handler] = {
+    "status": _status,
+    "nodes.list": _nodes_list,
+    "nodes.show": _nodes_show,
+    "nodes.drain": _nodes_drain,
+    "nodes.undrain": _nodes_undrain,
+    "jobs.list": _jobs_list,
+    "jobs.show": _jobs_show,
+    "jobs.cancel": _jobs_cancel,
+    "why": _why,
+    "cluster.stats": _cluster_stats,
+    "tenants.list": _tenants_list,
+    "policy.show": _policy_show,
+    "policy.set": _policy_set,
+}
