@@ -22,9 +22,9 @@ import structlog
 import trio
 
 from fairpool.address import Address
-from fairpool.config import SchedulerConfig
+from fairpool.config import ConfigError, SchedulerConfig
 from fairpool.handshake import AuthError
-from fairpool.messages import Heartbeat, Message
+from fairpool.messages import Heartbeat, Message, Reply, Request
 from fairpool.policies.registry import make_policy
 from fairpool.protocol import ProtocolError
 from fairpool.scheduler.events import (
@@ -33,13 +33,16 @@ from fairpool.scheduler.events import (
     Disconnected,
     Log,
     Persist,
+    PolicyLoaded,
     Received,
     Send,
+    ShellRequest,
     Stimulus,
     Tick,
 )
 from fairpool.scheduler.journal import JOURNAL_NAME, JournalFile, read_journal
 from fairpool.scheduler.journalwriter import JournalWriter
+from fairpool.scheduler.policyfile import load_policy_file
 from fairpool.scheduler.replay import replay, snapshot
 from fairpool.scheduler.state import SchedulerState
 from fairpool.secret import ensure_secret
@@ -65,8 +68,12 @@ class SchedulerServer:
     def __init__(self, config: SchedulerConfig, secret: bytes) -> None:
         self.config = config
         self._secret = secret
-        self.state = SchedulerState(make_policy(config.policy), heartbeat_timeout=config.heartbeat_timeout,
+        policy_config = load_policy_file(config.policy_file) if config.policy_file else None
+        policy = policy_config.make_policy(default=config.policy) if policy_config else make_policy(config.policy)
+        self.state = SchedulerState(policy, heartbeat_timeout=config.heartbeat_timeout,
                                     result_retention=config.result_retention)
+        if policy_config is not None:
+            self.state.dispatcher.configure(tenants=policy_config.tenants)
         self._send_inbox, self._inbox = trio.open_memory_channel[Stimulus](INBOX_SIZE)
         self._links: dict[int, _Link] = {}
         self._ids = itertools.count(1)
@@ -130,6 +137,30 @@ class SchedulerServer:
                                                          trio.current_time() + CLOSE_GRACE)
                 case Log(level, event, fields):
                     getattr(log, level)(event, **dict(fields))
+                case ShellRequest(conn, request):
+                    self._serve_shell_request(conn, request)
+
+    def _serve_shell_request(self, conn: int, request: Request) -> None:
+        """Requests that need files (the state task runs this: nothing else touches the state meanwhile)."""
+        if request.verb == "journal.compact":
+            if self.writer is None:
+                self._deliver(conn, Reply(request.id, False, error="the journal is off (journal = false)"))
+                return
+            before = self.writer.journal.size
+            self.writer.compact()
+            self._deliver(conn, Reply(request.id, True, {"bytes_before": before, "bytes_after": self.writer.journal.size}))
+        elif request.verb == "policy.reload":
+            path = self.config.policy_file
+            if path is None:
+                self._deliver(conn, Reply(request.id, False, error="no policy file configured (--policy-file)"))
+                return
+            try:
+                config = load_policy_file(path)
+            except ConfigError as exc:  # malformed: refused, the running policy stays
+                log.warning("policy reload refused", file=str(path), reason=str(exc))
+                self._deliver(conn, Reply(request.id, False, error=str(exc)))
+                return
+            self._execute(self.state.handle(PolicyLoaded(conn, request.id, config, time.time())))
 
     async def run_ticker(self) -> None:
         interval = self.config.heartbeat_interval

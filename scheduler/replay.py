@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import JobOptions, JobSubmit
+from fairpool.policies.registry import make_policy
 from fairpool.scheduler.journalrecords import (
     JournalRecord,
     RAcked,
@@ -22,6 +23,7 @@ from fairpool.scheduler.journalrecords import (
     RClusterClosed,
     RClusterOpened,
     RJobsQueued,
+    RPolicy,
     RRequeued,
     RResults,
 )
@@ -31,12 +33,12 @@ from fairpool.scheduler.state import SchedulerState
 
 def replay(state: SchedulerState, records: list[JournalRecord], now: float) -> None:
     for record in records:
-        apply(state, record)
+        apply(state, record, now)
     # Every node that held jobs gets one heartbeat timeout from now to come back for them.
     state.orphans.set_deadlines(now + state.heartbeat_timeout)
 
 
-def apply(state: SchedulerState, record: JournalRecord) -> None:
+def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
     match record:
         case RJobsQueued(cluster_id, jobs, seqs, at):
             cluster = state.clusters[cluster_id]
@@ -93,6 +95,12 @@ def apply(state: SchedulerState, record: JournalRecord) -> None:
             if cluster_id not in state.clusters:
                 state.clusters[cluster_id] = ClusterRecord(cluster_id, tenant, name, spec, reentrant, priority,
                                                            None, at)
+        case RPolicy(name):
+            if name != state.policy.name:
+                try:
+                    state.dispatcher.replace_policy(make_policy(name), now)
+                except ValueError:
+                    pass  # a plugin policy that is gone: the configured one stays
         case RClusterClosed(cluster_id):
             closed = state.clusters.get(cluster_id)
             if closed is not None:
@@ -111,7 +119,7 @@ def _forget_if_done(state: SchedulerState, cluster: ClusterRecord) -> None:
 
 def snapshot(state: SchedulerState) -> list[JournalRecord]:
     """Records that replay to this state: the live clusters, jobs, assignments and results."""
-    records: list[JournalRecord] = []
+    records: list[JournalRecord] = [RPolicy(state.policy.name)]
     assigned: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node in state.nodes.values():
         assigned[(node.name, node.session)].extend(node.assigned)
