@@ -16,11 +16,13 @@ from harness import Outcome
 LABELS = {
     "fairpool": "fairpool (per-job futures)",
     "fairpool map": "fairpool map",
+    "fairpool-nojournal": "fairpool, journal off",
+    "fairpool-nojournal map": "fairpool map, journal off",
     "dispy": "dispy SharedJobCluster",
     "dask": "Dask LocalCluster",
     "pool": "ProcessPoolExecutor(2)",
 }
-PEERS_COMPARED = ("dispy", "dask")
+PEERS_COMPARED = ("fairpool-nojournal", "dispy", "dask")
 
 
 def _median(values: list[float | None]) -> float | None:

@@ -147,17 +147,22 @@ def _read_address(path: Path) -> str | None:
     return text if _ADDRESS.match(text) else None
 
 
-def measure_fairpool(s: Settings, work: Path) -> Outcome:
+def measure_fairpool(s: Settings, work: Path, *, journal: bool = True) -> Outcome:
+    """fairpool as deployed: the journal on, every acknowledgement after an fsync (group commit)."""
     exe = Path(sys.executable).parent / "fairpool"
     if not exe.exists():
         return Outcome("failed", detail=f"no fairpool console script at {exe}")
-    state = work / "fairpool"
+    state = work / ("fairpool" if journal else "fairpool-nojournal")
+    state.mkdir(parents=True, exist_ok=True)
+    config = state.parent / f"{state.name}.toml"
+    config.write_text(f"journal = {'true' if journal else 'false'}\n")
     address_file, secret_file = state / "scheduler.address", state / "secret"
     env = _env()
     with Processes(work) as procs:
         sched = procs.start(
             "fairpool-scheduler",
-            [str(exe), "scheduler", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+            [str(exe), "scheduler", "--listen", "127.0.0.1:0", "--state-dir", str(state),
+             "--config", str(config)],
             cwd=work, env=env,
         )  # fmt: skip
 
@@ -196,6 +201,7 @@ def measure_fairpool(s: Settings, work: Path) -> Outcome:
 
 MEASURE: dict[str, Callable[[Settings, Path], Outcome]] = {
     "fairpool": measure_fairpool,
+    "fairpool-nojournal": lambda s, work: measure_fairpool(s, work, journal=False),
     "dispy": measure_dispy,
     "dask": measure_dask,
     "pool": measure_pool,

@@ -41,7 +41,7 @@ from harness import Outcome  # noqa: E402
 from peers_venv import PEER_REQUIREMENTS, ensure_peers_venv  # noqa: E402
 from systems import MEASURE, NEEDS_PEERS, Settings  # noqa: E402
 
-ORDER = ("fairpool", "dispy", "dask", "pool")
+ORDER = ("fairpool", "fairpool-nojournal", "dispy", "dask", "pool")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

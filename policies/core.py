@@ -261,7 +261,14 @@ class PolicyBase:
         self._heap.restore_aside(self.backlogged)
 
     def next_tenant(self, skip: Set[str]) -> str | None:
-        current, self._current = self._current, None
+        current = self._current
+        if current is not None and current not in skip and self.backlogged(current):
+            # The common case, one tenant taking several slots in a row: if its key is still
+            # no bigger than a lower bound of every other key, it is still the smallest.
+            bound = self._heap.peek_key()
+            if bound is None or self._key(current) <= bound:
+                return current
+        self._current = None
         if current is not None and self.backlogged(current):
             if current in skip:
                 self._heap.set_aside(current)

@@ -83,6 +83,13 @@ class TenantHeap:
             return tenant
         return None
 
+    def peek_key(self) -> Key | None:
+        """A lower bound of every live entry's key (None: empty); stale entries on top are dropped."""
+        heap = self._heap
+        while heap and self._version.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def set_aside(self, tenant: str) -> None:
         self.discard(tenant)
         self._aside.append(tenant)

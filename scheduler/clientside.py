@@ -69,6 +69,7 @@ class ClientSide(StateBase):
         prefix = cluster.cluster_id + "."
         uids: list[str] = []
         new: list[JobSubmit] = []
+        admitted: list[JobRecord] = []
         refused: list[JobResult] = []
         for spec in message.jobs:
             if not spec.uid.startswith(prefix):
@@ -81,29 +82,29 @@ class ClientSide(StateBase):
             if spec.uid in cluster.jobs:  # a resend after a reconnect: acknowledged again only
                 uids.append(spec.uid)
                 continue
-            limit = self.dispatcher.admit(JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, b"", 0,
-                                                    cluster.priority, now, spec.options))
+            job = JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, spec.payload, self._seq + 1,
+                            cluster.priority, now, spec.options)
+            limit = self.dispatcher.admit(job)
             if limit is not None:  # refused by a tenant limit: never queued, nothing journaled
                 refused.append(JobResult(spec.uid, JobStatus.FAILED.value, reason=f"refused: {limit}",
                                          finished_at=now))
                 continue
+            self._seq += 1
             uids.append(spec.uid)
             new.append(spec)
+            admitted.append(job)
         if new:
-            first = self._seq + 1
-            self._seq += len(new)
-            self._out.append(Persist(RJobsQueued(cluster.cluster_id, new, list(range(first, self._seq + 1)), now)))
-            for seq, spec in enumerate(new, first):
-                self._add_job(cluster, spec, seq, now)
+            seqs = [job.seq for job in admitted]
+            self._out.append(Persist(RJobsQueued(cluster.cluster_id, new, seqs, now)))
+            for job in admitted:
+                self._add_job(cluster, job, now)
         if refused:
             self._results[conn.conn].extend(refused)
         if uids:
             # QUEUED is a promise that the job is in the journal: sent once the record is on disk.
             self._out.append(Send(conn.conn, Queued(cluster.cluster_id, uids, now), durable=True))
 
-    def _add_job(self, cluster: ClusterRecord, spec: JobSubmit, seq: int, now: float) -> JobRecord:
-        job = JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, spec.payload, seq, cluster.priority, now,
-                        spec.options)
+    def _add_job(self, cluster: ClusterRecord, job: JobRecord, now: float) -> None:
         cluster.jobs[job.uid] = job
         self.jobs[job.uid] = job
         unfit = self._unfit_reason(job)
@@ -111,7 +112,6 @@ class ClientSide(StateBase):
             self._finish(job, JobResult(job.uid, JobStatus.FAILED.value, reason=unfit, finished_at=now), now)
         else:
             self.dispatcher.enqueue(job)
-        return job
 
     def _unfit_reason(self, job: JobRecord) -> str:
         """Why no node of the pool could ever run this job ("" if one could, or if there are none yet)."""

@@ -112,8 +112,7 @@ class SchedulerServer:
                     batch.append(self._inbox.receive_nowait())
                 except trio.WouldBlock:
                     break
-            for item in batch:
-                self._execute(self.state.handle(item))
+            self._execute(self.state.handle_many(batch))
             if self.writer is not None:
                 self.writer.end_of_batch()
 

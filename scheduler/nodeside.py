@@ -198,11 +198,14 @@ class NodeSide(StateBase):
             nonlocal room
             if room <= 0:
                 return Placement.FULL
-            job = self.jobs[queued.uid]
-            fitting = [n for n in nodes if n.fits(job)]
-            if not fitting:
+            job = queued if isinstance(queued, JobRecord) else self.jobs[queued.uid]
+            node: NodeRecord | None = None
+            most = -1.0
+            for candidate in nodes:  # spread: the emptiest node that fits
+                if candidate.fits(job) and candidate.cpus - candidate.used_cpus > most:
+                    node, most = candidate, candidate.cpus - candidate.used_cpus
+            if node is None:
                 return Placement.NO_FIT  # waits for room; the policy may try others
-            node = max(fitting, key=lambda n: n.cpus - n.used_cpus)  # spread: the emptiest node
             before = max(node.room(), 0)
             node.assign(job)
             room -= before - max(node.room(), 0)

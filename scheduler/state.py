@@ -12,6 +12,8 @@ and shared bookkeeping of ``StateBase``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fairpool.messages import (
     AckResults,
     AnyMessage,
@@ -52,7 +54,18 @@ SHELL_VERBS = frozenset({"policy.reload", "journal.compact"})  # they need files
 
 class SchedulerState(ClientSide, NodeSide):
     def handle(self, stimulus: Stimulus) -> list[Instruction]:
+        return self.handle_many((stimulus,))
+
+    def handle_many(self, stimuli: Sequence[Stimulus]) -> list[Instruction]:
+        """Several stimuli, then one dispatch pass: what a busy shell does with a burst."""
         self._dropped = False
+        for stimulus in stimuli:
+            self._apply(stimulus)
+        if stimuli:
+            self._schedule(stimuli[-1].now)
+        return self._take_output()
+
+    def _apply(self, stimulus: Stimulus) -> None:
         match stimulus:
             case Received(conn, messages, now):
                 record = self.conns.get(conn)
@@ -73,8 +86,6 @@ class SchedulerState(ClientSide, NodeSide):
             case Tick(now):
                 self._check_heartbeats(now)
                 self._purge_expired(now)
-        self._schedule(stimulus.now)
-        return self._take_output()
 
     def _on_message(self, conn: ConnRecord, message: AnyMessage, now: float) -> None:
         match conn.role, message:
