@@ -1,6 +1,7 @@
 """The ``fairpool`` command: parse flags, load the config, run daemons under one trio run.
 
-Owns the command line (``scheduler``, ``node``, ``up``, ``demo``), how a
+Owns the command line (``scheduler``, ``node``, ``up``, ``demo``; ``admin`` is
+wired in from ``fairpool.admincli``), how a
 daemon is started and stopped (SIGINT/SIGTERM cancel the run: a clean stop,
 exit 0, no traceback) and how failures reach the user (bad flags or config:
 one line, exit 2; a runtime error such as a port in use: one line, exit 1).
@@ -107,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", metavar="NAME", help="fair-share policy (default: the scheduler's)")
     p.add_argument("--log-level", metavar="LEVEL", default="warning", help="daemon log level (default: warning)")
     p.set_defaults(run=_cmd_demo, parser=p)
+
+    from fairpool.admincli import register as register_admin  # its own module: verbs, tables, JSON
+
+    register_admin(commands)
     return parser
 
 
