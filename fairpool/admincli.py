@@ -26,7 +26,7 @@ jobs [list]            [job]; job = {"uid", "tenant", "cluster_id", "status", "n
                        "cpus": float, "memory", "gpus", "priority": int}
 jobs show UID          job + {"reason", "stdout", "stderr", "traceback": str,
                        "exit_code": int|null, "timeout": float|null, "pinned_node": str|null}
-jobs cancel UID...     {"cancelled": [uid], "already_ended": [uid]}
+jobs cancel UID...     {"cancelled": [uid], "already_ended": [uid], "not_found": [uid]}
 why UID                job + {"explanation": str}; a queued job also {"rank", "tenants",
                        "ahead", "entitlement", "received", "reason"} from the policy
 tenants [list]         [{"name", "weight", "tier", "max_running", "running", "queued",

@@ -3,7 +3,8 @@
 - ``water_fill``: what each tenant is entitled to now: weighted max-min
   fairness of the capacity in use among the tenants that want some, under
   their demand (a backlogged tenant wants all it can get; one that is not
-  wants what it runs) and caps, higher tiers first;
+  wants what it runs) and caps (``limit_cap``: its max_running and max),
+  higher tiers first;
 - ``d_abs`` = ``max_i |a_i - e_i|`` and ``jain_index`` = ``(sum x)^2 / (n sum x^2)``
   over ``x_i = a_i / e_i``;
 - ``percentile`` (linear interpolation between closest ranks);
@@ -24,6 +25,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from fairpool.policies.resources import Resources, charge
+from fairpool.policies.tenants import TenantConfig
 
 _EPSILON = 1e-12
 
@@ -61,6 +65,20 @@ def water_fill(claims: Mapping[str, Claim], total: float) -> dict[str, float]:
             left -= give
             weights -= claim.weight
     return given
+
+
+def limit_cap(config: TenantConfig | None, unit: Resources, capacity: Resources) -> float:
+    """The most a tenant's own limits (max_running, max) let it run, in pool fractions,
+    were all its jobs like ``unit`` (inf: no limit)."""
+    if config is None:
+        return math.inf
+    fits = math.inf if config.max_running is None else float(config.max_running)
+    if config.max is not None:
+        for limit, need in ((config.max.cpus, unit.cpus), (config.max.memory, unit.memory),
+                            (config.max.gpus, unit.gpus)):
+            if limit and need:
+                fits = min(fits, math.floor(limit / need + 1e-9))
+    return fits * charge(unit, capacity) if fits < math.inf else math.inf
 
 
 def d_abs(actual: Mapping[str, float], entitled: Mapping[str, float]) -> float | None:

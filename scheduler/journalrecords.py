@@ -64,6 +64,18 @@ class RClusterClosed(Record, frozen=True):
     cluster_id: str
 
 
+class RTenant(Record, frozen=True):
+    """A tenant's settings changed live (``tenants set``); ``removed``: back to the defaults."""
+
+    name: str
+    weight: float = 1.0
+    tier: int = 0
+    max_running: int | None = None
+    max_queued: int | None = None
+    parent: str | None = None
+    removed: bool = False
+
+
 class RPolicy(Record, frozen=True):
     """The policy was switched live (``policy set`` / ``policy reload``): it outlives a restart."""
 
@@ -71,7 +83,7 @@ class RPolicy(Record, frozen=True):
 
 
 JournalRecord = (
-    RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed | RPolicy
+    RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed | RPolicy | RTenant
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -40,6 +40,8 @@ class NodeSide(StateBase):
             return
         node = NodeRecord(conn.conn, message.name or conn.name, message.cpus, message.memory, message.gpus,
                           now, message.session)
+        if node.name in self.drained:
+            node.state = "drained"
         conn.node = node
         self.nodes[conn.conn] = node
         self._out.append(Log("info", "node joined", (("node", node.name), ("cpus", node.cpus))))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import Reply, Request
 from fairpool.policies.registry import make_policy
+from fairpool.scheduler.journalrecords import RTenant
 from fairpool.scheduler.records import ConnRecord, JobRecord, NodeRecord
 
 if TYPE_CHECKING:
@@ -136,10 +137,18 @@ def _jobs_show(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], no
 
 def _jobs_cancel(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
     uids = [str(u) for u in args["uids"]]
-    jobs = [_visible_job(state, conn, uid) for uid in uids]
+    jobs, missing = [], []
+    for uid in uids:
+        try:
+            jobs.append(_visible_job(state, conn, uid))
+        except Refused:
+            missing.append(uid)
+    if missing and not jobs:
+        raise Refused(f"{NOT_FOUND} {missing[0]!r}" if len(missing) == 1 else f"no such jobs: {', '.join(missing)}")
     live = [j for j in jobs if not j.status.is_final]
     state.cancel_jobs(live, now)
-    return {"cancelled": [j.uid for j in live], "already_ended": [j.uid for j in jobs if j not in live]}
+    return {"cancelled": [j.uid for j in live], "already_ended": [j.uid for j in jobs if j not in live],
+            "not_found": missing}
 
 
 def _why(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
@@ -150,6 +159,10 @@ def _why(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: flo
         view.update({"explanation": str(explanation), "rank": explanation.rank, "tenants": explanation.tenants,
                      "ahead": explanation.ahead, "entitlement": explanation.entitlement,
                      "received": explanation.received, "reason": explanation.reason})
+        capacity = _capacity_reason(state, job)
+        if capacity:
+            view["explanation"] += f"; {capacity}"
+            view["capacity"] = capacity
     elif job.status is JobStatus.QUEUED:
         view["explanation"] = f"job {job.uid} was dispatched to node {job.node} and waits there to start"
     elif job.status.is_final:
@@ -158,6 +171,23 @@ def _why(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: flo
     else:
         view["explanation"] = f"job {job.uid} is {job.status.value} on node {job.node}"
     return view
+
+
+def _capacity_reason(state: SchedulerState, job: JobRecord) -> str:
+    """What in the pool (not the policy) keeps a queued job waiting, if anything."""
+    nodes = list(state.nodes.values())
+    if not nodes:
+        return "no node is connected"
+    up = [n for n in nodes if n.state == "up"]
+    if not up:
+        return "every node is draining or drained"
+    if job.pin and all(n.name != job.pin for n in up):
+        return f"it must run on node {job.pin!r}, which is not up"
+    if not any(n.could_ever_fit(job) for n in up):
+        return "no node that is up has the resources it asks for"
+    if not any(n.fits(job) for n in up):
+        return "every node that could run it is full"
+    return ""
 
 
 def _cluster_stats(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
@@ -201,6 +231,7 @@ def _tenants_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any],
 def _nodes_drain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
     node = _find_node(state, str(args["name"]))
     node.state = "draining" if node.assigned else "drained"
+    state.drained.add(node.name)  # a node that reconnects stays drained
     state.capacity_changed()
     return node_view(node)
 
@@ -208,8 +239,45 @@ def _nodes_drain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], 
 def _nodes_undrain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
     node = _find_node(state, str(args["name"]))
     node.state = "up"
+    state.drained.discard(node.name)
     state.capacity_changed()
     return node_view(node)
+
+
+def _tenants_set(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    name = str(args["name"])
+    if not name:
+        raise Refused("a tenant needs a name")
+    current = state.dispatcher.tenants.get(name)
+    fields: dict[str, Any] = {"weight": current.weight if current else 1.0, "tier": current.tier if current else 0,
+              "max_running": current.max_running if current else None,
+              "max_queued": current.max_queued if current else None,
+              "parent": current.parent if current else None}
+    for key in ("weight", "tier", "max_running", "max_queued", "parent"):
+        if args.get(key) is not None:
+            fields[key] = args[key]
+    try:
+        record = RTenant(name, float(fields["weight"]), int(fields["tier"]),
+                         None if fields["max_running"] is None else int(fields["max_running"]),
+                         None if fields["max_queued"] is None else int(fields["max_queued"]),
+                         None if fields["parent"] is None else str(fields["parent"]))
+    except (TypeError, ValueError) as exc:
+        raise Refused(f"bad tenant settings: {exc}") from None
+    if record.weight <= 0:
+        raise Refused(f"weight must be > 0, got {record.weight:g}")
+    for limit in (record.max_running, record.max_queued):
+        if limit is not None and limit < 0:
+            raise Refused("max_running and max_queued must be >= 0")
+    state.set_tenant(record)
+    return next(v for v in _tenants_list(state, conn, {}, now) if v["name"] == name)
+
+
+def _tenants_remove(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    name = str(args["name"])
+    if name not in state.dispatcher.tenants:
+        raise Refused(f"no such tenant {name!r} in the policy settings")
+    state.set_tenant(RTenant(name, removed=True))
+    return {"tenant": name, "removed": True}
 
 
 def _policy_show(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
@@ -244,6 +312,8 @@ VERBS: dict[str, Handler] = {
     "why": _why,
     "cluster.stats": _cluster_stats,
     "tenants.list": _tenants_list,
+    "tenants.set": _tenants_set,
+    "tenants.remove": _tenants_remove,
     "policy.show": _policy_show,
     "policy.set": _policy_set,
 }

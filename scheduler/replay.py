@@ -26,9 +26,11 @@ from fairpool.scheduler.journalrecords import (
     RPolicy,
     RRequeued,
     RResults,
+    RTenant,
 )
 from fairpool.scheduler.records import ClusterRecord, JobRecord
 from fairpool.scheduler.state import SchedulerState
+from fairpool.scheduler.statebase import apply_tenant
 
 
 def replay(state: SchedulerState, records: list[JournalRecord], now: float) -> None:
@@ -101,6 +103,8 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                     state.dispatcher.replace_policy(make_policy(name), now)
                 except ValueError:
                     pass  # a plugin policy that is gone: the configured one stays
+        case RTenant():
+            apply_tenant(state.dispatcher, record)
         case RClusterClosed(cluster_id):
             closed = state.clusters.get(cluster_id)
             if closed is not None:
@@ -120,6 +124,8 @@ def _forget_if_done(state: SchedulerState, cluster: ClusterRecord) -> None:
 def snapshot(state: SchedulerState) -> list[JournalRecord]:
     """Records that replay to this state: the live clusters, jobs, assignments and results."""
     records: list[JournalRecord] = [RPolicy(state.policy.name)]
+    records += [RTenant(t.name, t.weight, t.tier, t.max_running, t.max_queued, t.parent)
+                for t in state.dispatcher.tenants.values()]
     assigned: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node in state.nodes.values():
         assigned[(node.name, node.session)].extend(node.assigned)

@@ -66,7 +66,7 @@ from fairpool.scheduler.events import (
     Stimulus,
     Tick,
 )
-from fairpool.scheduler.fairness import Claim, ShareLedger, water_fill
+from fairpool.scheduler.fairness import Claim, ShareLedger, limit_cap, water_fill
 from fairpool.scheduler.policyfile import PolicyConfig, load_policy_file
 from fairpool.scheduler.simreport import Performance, SimulationReport, TenantTally, build_report
 from fairpool.scheduler.state import SchedulerState
@@ -81,7 +81,8 @@ ARRIVE, JOIN, REPORT, ACK, TICK, SAMPLE = range(6)  # phases of one instant, in 
 
 
 class _Job:
-    __slots__ = ("uid", "tenant", "runtime", "cpus", "memory", "gpus", "submitted_at", "started_at", "charge")
+    __slots__ = ("uid", "tenant", "runtime", "cpus", "memory", "gpus", "submitted_at", "node", "started_at",
+                 "charge")
 
     def __init__(self, uid: str, tenant: str, runtime: float, stream: StreamSpec, now: float) -> None:
         self.uid = uid
@@ -89,6 +90,7 @@ class _Job:
         self.runtime = runtime
         self.cpus, self.memory, self.gpus = stream.cpus, stream.memory, stream.gpus
         self.submitted_at = now
+        self.node = ""  # where it was dispatched
         self.started_at = -1.0  # not started on a node yet
         self.charge = 0.0
 
@@ -161,6 +163,7 @@ class Simulator:
                     next(self._conns))
             tenant.start = min(tenant.start, stream.start)
         self._clients = {t.conn: t for t in self.tenants.values()}
+        self._active: dict[str, None] = {}  # waiting or running, in a deterministic order
         self._acks: dict[int, list[str]] = {}
         self.handle_calls = self.decisions = self.dispatch_calls = 0
         self.handle_seconds = self.dispatch_seconds = 0.0
@@ -223,9 +226,11 @@ class Simulator:
         if isinstance(message, Dispatch):
             for task in message.tasks:
                 job = self.jobs.get(task.uid)
-                if job is None or job.started_at >= 0:
-                    self._problem(f"job {task.uid} dispatched to {node.spec.name} again or unknown")
+                if job is None or job.node:
+                    self._problem(f"job {task.uid} dispatched to {node.spec.name}: "
+                                  + ("unknown" if job is None else f"it was sent to {job.node} before"))
                     continue
+                job.node = node.spec.name
                 node.queue.append(job)
                 self.decisions += 1
             self._report_due(node, now)
@@ -239,6 +244,7 @@ class Simulator:
                 if job is not None and job.started_at < 0:  # refused, or fits no node
                     tenant.waiting -= 1
                     tenant.refused += 1
+                    self._touch(tenant)
                 if tenant.conn not in self._acks:
                     self._acks[tenant.conn] = []
                     self._at(now, ACK, functools.partial(self._ack, tenant.conn))
@@ -250,6 +256,13 @@ class Simulator:
         uids = self._acks.pop(conn, [])
         if uids:
             self._handle(Received(conn, (AckResults(uids),), now))
+
+    def _touch(self, tenant: _Tenant) -> None:
+        """Keep ``_active``, the tenants that claim a share now, up to date."""
+        if tenant.waiting or tenant.running:
+            self._active.setdefault(tenant.name, None)
+        else:
+            self._active.pop(tenant.name, None)
 
     def _problem(self, text: str) -> None:
         self._problem_count += 1
@@ -286,6 +299,7 @@ class Simulator:
             tenant.rate += job.charge
             tenant.started += 1
             tenant.waits.append(now - job.submitted_at)
+            self._touch(tenant)
             node.started.append(JobStarted(job.uid, node.spec.name, now))
             self._at(now + job.runtime, ARRIVE, functools.partial(self._end, node, job))
         if node.started or node.results:
@@ -300,6 +314,7 @@ class Simulator:
         tenant.running -= 1
         tenant.rate = tenant.rate - job.charge if tenant.running else 0.0
         tenant.finished += 1
+        self._touch(tenant)
         self.ledger.add_usage(job.tenant, job.started_at, now, job.charge)
         node.results.append(JobResult(job.uid, "FINISHED", started_at=job.started_at, finished_at=now,
                                       node=node.spec.name))
@@ -346,6 +361,7 @@ class Simulator:
         tenant.unit = Resources(stream.cpus, stream.memory, stream.gpus)
         tenant.waiting += len(jobs)
         tenant.submitted += len(jobs)
+        self._touch(tenant)
         self._handle(Received(tenant.conn, tuple(messages), now))
 
     # --- measuring ----------------------------------------------------------------
@@ -362,28 +378,13 @@ class Simulator:
         """What each active tenant is entitled to now, in pool fractions, out of what is in use."""
         claims: dict[str, Claim] = {}
         total = 0.0
-        for name, tenant in self.tenants.items():
-            if not tenant.waiting and not tenant.running:
-                continue
+        for name in self._active:
+            tenant = self.tenants[name]
             total += tenant.rate
             demand = math.inf if tenant.waiting else tenant.rate
             tier = tenant.config.tier if self.tiers and tenant.config is not None else 0
-            claims[name] = Claim(tenant.weight, demand, self._cap(tenant), tier)
+            claims[name] = Claim(tenant.weight, demand, limit_cap(tenant.config, tenant.unit, self.capacity), tier)
         return water_fill(claims, total) if total > 0 else {}
-
-    def _cap(self, tenant: _Tenant) -> float:
-        """The most its own limits let it run, in pool fractions, were all its jobs like its latest."""
-        config = tenant.config
-        if config is None:
-            return math.inf
-        unit = tenant.unit
-        fits = math.inf if config.max_running is None else float(config.max_running)
-        if config.max is not None:
-            for limit, need in ((config.max.cpus, unit.cpus), (config.max.memory, unit.memory),
-                                (config.max.gpus, unit.gpus)):
-                if limit and need:
-                    fits = min(fits, math.floor(limit / need + 1e-9))
-        return fits * charge(unit, self.capacity) if fits < math.inf else math.inf
 
     def _report(self) -> SimulationReport:
         tallies = [TenantTally(t.name, t.weight, t.submitted, t.started, t.finished, t.refused, tuple(t.waits),

@@ -25,8 +25,9 @@ from fairpool.messages import (
 from fairpool.policies.base import Policy
 from fairpool.policies.dispatcher import Dispatcher
 from fairpool.policies.resources import Resources
+from fairpool.policies.tenants import TenantConfig
 from fairpool.scheduler.events import Instruction, Log, Persist, Send
-from fairpool.scheduler.journalrecords import RPolicy, RResults
+from fairpool.scheduler.journalrecords import RPolicy, RResults, RTenant
 from fairpool.scheduler.orphans import Orphans
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
@@ -42,6 +43,7 @@ class StateBase:
         self.clusters: dict[str, ClusterRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.orphans = Orphans()
+        self.drained: set[str] = set()  # node names an admin drained (they stay so if they reconnect)
         self.finished_total = 0
         self._seq = 0
         self._out: list[Instruction] = []
@@ -119,6 +121,13 @@ class StateBase:
         self._out.append(Persist(RPolicy(policy.name)))
         self._out.append(Log("info", "policy switched", (("policy", policy.name),)))
 
+    def set_tenant(self, record: RTenant) -> None:
+        """A tenant's settings changed live; journaled, so the change outlives a restart."""
+        apply_tenant(self.dispatcher, record)
+        self._out.append(Persist(record))
+        self._out.append(Log("info", "tenant removed" if record.removed else "tenant set",
+                             (("tenant", record.name), ("weight", record.weight))))
+
     def capacity_changed(self) -> None:
         up = [n for n in self.nodes.values() if n.state == "up"]
         self.dispatcher.configure(capacity=Resources(float(sum(n.cpus for n in up)),
@@ -140,3 +149,13 @@ class StateBase:
             "connections": len(self.conns),
             "policy": self.policy.name,
         }
+
+
+def apply_tenant(dispatcher: Dispatcher, record: RTenant) -> None:
+    tenants = dict(dispatcher.tenants)
+    if record.removed:
+        tenants.pop(record.name, None)
+    else:
+        tenants[record.name] = TenantConfig(record.name, record.weight, record.tier, None, None,
+                                            record.max_running, record.max_queued, record.parent)
+    dispatcher.configure(tenants=tenants)

@@ -178,7 +178,8 @@ def test_jobs_cancel_cancels_a_queued_job(admin, clusters):
     cluster = clusters("alice")
     doomed, kept = cluster.submit("never"), cluster.submit("never")
     wait_for(lambda: len(jobs_by_uid(admin)) == 2)
-    assert admin("--json", "jobs", "cancel", doomed.uid).json() == {"cancelled": [doomed.uid], "already_ended": []}
+    assert admin("--json", "jobs", "cancel", doomed.uid).json() == {"cancelled": [doomed.uid], "already_ended": [],
+                                                                     "not_found": []}
     wait_for(lambda: doomed.status is JobStatus.CANCELLED)
     assert admin("--json", "jobs", "show", kept.uid).json()["status"] == "QUEUED"
 
