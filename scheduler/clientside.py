@@ -84,8 +84,8 @@ class ClientSide(StateBase):
                 continue
             job = JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, spec.payload, self._seq + 1,
                             cluster.priority, now, spec.options)
-            limit = self.dispatcher.admit(job)
-            if limit is not None:  # refused by a tenant limit: never queued, nothing journaled
+            limit = self._unfit_reason(job) or self.dispatcher.admit(job)
+            if limit:  # no node could ever run it, or a tenant limit: never queued, nothing journaled
                 refused.append(JobResult(spec.uid, JobStatus.FAILED.value, reason=f"refused: {limit}",
                                          finished_at=now))
                 continue
@@ -93,25 +93,16 @@ class ClientSide(StateBase):
             uids.append(spec.uid)
             new.append(spec)
             admitted.append(job)
+            cluster.jobs[job.uid] = job
+            self.jobs[job.uid] = job
+            self.dispatcher.enqueue(job)  # before the next job's admission: max_queued counts it
         if new:
-            seqs = [job.seq for job in admitted]
-            self._out.append(Persist(RJobsQueued(cluster.cluster_id, new, seqs, now)))
-            for job in admitted:
-                self._add_job(cluster, job, now)
+            self._out.append(Persist(RJobsQueued(cluster.cluster_id, new, [job.seq for job in admitted], now)))
         if refused:
             self._results[conn.conn].extend(refused)
         if uids:
             # QUEUED is a promise that the job is in the journal: sent once the record is on disk.
             self._out.append(Send(conn.conn, Queued(cluster.cluster_id, uids, now), durable=True))
-
-    def _add_job(self, cluster: ClusterRecord, job: JobRecord, now: float) -> None:
-        cluster.jobs[job.uid] = job
-        self.jobs[job.uid] = job
-        unfit = self._unfit_reason(job)
-        if unfit:
-            self._finish(job, JobResult(job.uid, JobStatus.FAILED.value, reason=unfit, finished_at=now), now)
-        else:
-            self.dispatcher.enqueue(job)
 
     def _unfit_reason(self, job: JobRecord) -> str:
         """Why no node of the pool could ever run this job ("" if one could, or if there are none yet)."""

@@ -2,9 +2,8 @@
 
 - ``water_fill``: what each tenant is entitled to now: weighted max-min
   fairness of the capacity in use among the tenants that want some, under
-  their demand (a backlogged tenant wants all it can get; one that is not
-  wants what it runs) and caps (``limit_cap``: its max_running and max),
-  higher tiers first;
+  their demand (what they run plus what their waiting jobs ask for) and caps
+  (``limit_cap``: their max_running and max), higher tiers first;
 - ``d_abs`` = ``max_i |a_i - e_i|`` and ``jain_index`` = ``(sum x)^2 / (n sum x^2)``
   over ``x_i = a_i / e_i``;
 - ``percentile`` (linear interpolation between closest ranks);
@@ -37,7 +36,7 @@ class Claim:
     """One tenant's claim on the pool at an instant, in charge units (pool fractions)."""
 
     weight: float
-    demand: float = math.inf  # inf: backlogged, it takes whatever it is given
+    demand: float = math.inf  # what it runs plus what its waiting jobs ask for (inf: no end to it)
     cap: float = math.inf  # what its own limits (max, max_running) let it run at most
     tier: int = 0  # strict tiers: a higher one is served first (the priority policy)
 
@@ -48,6 +47,7 @@ def water_fill(claims: Mapping[str, Claim], total: float) -> dict[str, float]:
     Within a tier, tenants are served in increasing order of ``limit / weight``
     (``limit = min(demand, cap)``), each getting ``min(limit, weight * left /
     weights left)``: what one does not need goes to the others by weight.
+    The priority policy's ``min`` guarantees are not modelled.
     """
     given = dict.fromkeys(claims, 0.0)
     left = total

@@ -202,9 +202,9 @@ class NodeSide(StateBase):
                 return Placement.FULL
             job = queued if isinstance(queued, JobRecord) else self.jobs[queued.uid]
             node: NodeRecord | None = None
-            most = -1.0
-            for candidate in nodes:  # spread: the emptiest node that fits
-                if candidate.fits(job) and candidate.cpus - candidate.used_cpus > most:
+            most = 0.0
+            for candidate in nodes:  # spread: the emptiest node that fits (prefetch may overbook cpus)
+                if candidate.fits(job) and (node is None or candidate.cpus - candidate.used_cpus > most):
                     node, most = candidate, candidate.cpus - candidate.used_cpus
             if node is None:
                 return Placement.NO_FIT  # waits for room; the policy may try others

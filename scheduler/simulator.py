@@ -19,9 +19,9 @@ driven purely through stimuli, by fake peers:
 Events sit in a heap ordered by (time, phase, sequence): at one instant,
 submits and job ends come first, then nodes join (so that tenants that all
 arrive at the start are all queued when the pool opens), then the nodes
-report, then clients acknowledge, then the tick, then the fairness sample. The run is therefore
-deterministic: same files, same report. The only wall clock read is the
-time spent inside ``handle()`` (decisions per second).
+report, then clients acknowledge, then the tick, then the fairness sample.
+The run is therefore deterministic: same files, same report. The only wall
+clock read is the time spent inside ``handle()`` (decisions per second).
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class _Tenant:
         self.connected = False
         self.uids = itertools.count()
         self.waiting = 0  # submitted, not started on a node
+        self.waiting_load = Resources()  # what those jobs ask for, together
         self.running = 0
         self.rate = 0.0  # charge of its running jobs: its share of the pool now
         self.unit = Resources(1.0)  # its latest job's resources (for its caps)
@@ -132,6 +133,15 @@ class _Tenant:
         self.waits: list[float] = []
         self.arrival: float | None = None
         self.start = math.inf  # its earliest stream start
+
+    def waits_for(self, job: _Job) -> None:
+        self.waiting += 1
+        self.waiting_load = self.waiting_load + Resources(job.cpus, job.memory, job.gpus)
+
+    def stops_waiting_for(self, job: _Job) -> None:
+        self.waiting -= 1
+        self.waiting_load = self.waiting_load - Resources(job.cpus, job.memory, job.gpus) if self.waiting \
+            else Resources()  # no float drift left behind
 
 
 class Simulator:
@@ -169,6 +179,7 @@ class Simulator:
         self.handle_seconds = self.dispatch_seconds = 0.0
         self.problems: list[str] = []
         self._problem_count = 0
+        self._ran = False
 
     # --- the event loop -------------------------------------------------------
 
@@ -176,6 +187,10 @@ class Simulator:
         heapq.heappush(self._heap, (when, phase, next(self._seq), action))
 
     def run(self) -> SimulationReport:
+        """Play the whole workload (once: the state is used up)."""
+        if self._ran:
+            raise RuntimeError("a Simulator runs once: make another one")
+        self._ran = True
         workload = self.workload
         for spec in workload.nodes:
             self._at(spec.join, JOIN, functools.partial(self._join, spec))
@@ -242,7 +257,7 @@ class Simulator:
             for result in message.results:
                 job = self.jobs.pop(result.uid, None)
                 if job is not None and job.started_at < 0:  # refused, or fits no node
-                    tenant.waiting -= 1
+                    tenant.stops_waiting_for(job)
                     tenant.refused += 1
                     self._touch(tenant)
                 if tenant.conn not in self._acks:
@@ -294,7 +309,7 @@ class Simulator:
             job.started_at = now
             job.charge = charge(job, self.capacity)
             tenant = self.tenants[job.tenant]
-            tenant.waiting -= 1
+            tenant.stops_waiting_for(job)
             tenant.running += 1
             tenant.rate += job.charge
             tenant.started += 1
@@ -355,11 +370,11 @@ class Simulator:
         options = JobOptions(cpus=stream.cpus, memory=stream.memory, gpus=stream.gpus, priority=stream.priority)
         for job in jobs:
             self.jobs[job.uid] = job
+            tenant.waits_for(job)
         for i in range(0, len(jobs), SUBMIT_BATCH):
             batch = jobs[i:i + SUBMIT_BATCH]
             messages.append(Submit(tenant.cluster_id, [JobSubmit(j.uid, b"", options) for j in batch]))
         tenant.unit = Resources(stream.cpus, stream.memory, stream.gpus)
-        tenant.waiting += len(jobs)
         tenant.submitted += len(jobs)
         self._touch(tenant)
         self._handle(Received(tenant.conn, tuple(messages), now))
@@ -375,13 +390,17 @@ class Simulator:
         return sample
 
     def entitlements(self) -> dict[str, float]:
-        """What each active tenant is entitled to now, in pool fractions, out of what is in use."""
+        """What each active tenant is entitled to now, in pool fractions, out of what is in use.
+
+        A tenant's demand is what it runs plus what its waiting jobs ask for: one
+        waiting job does not entitle a trickle of small jobs to a weight's worth.
+        """
         claims: dict[str, Claim] = {}
         total = 0.0
         for name in self._active:
             tenant = self.tenants[name]
             total += tenant.rate
-            demand = math.inf if tenant.waiting else tenant.rate
+            demand = tenant.rate + charge(tenant.waiting_load, self.capacity)
             tier = tenant.config.tier if self.tiers and tenant.config is not None else 0
             claims[name] = Claim(tenant.weight, demand, limit_cap(tenant.config, tenant.unit, self.capacity), tier)
         return water_fill(claims, total) if total > 0 else {}
@@ -403,7 +422,8 @@ def simulate(policy_config: PolicyConfig, workload: Workload, *, policy: Policy 
     return Simulator(policy_config, workload, policy=policy, default_policy=default_policy).run()
 
 
-def run_simulation(config_path: Path, workload_path: Path, *, default_policy: str = "fifo") -> SimulationReport:
+def run_simulation(config_path: Path | str, workload_path: Path | str, *,
+                   default_policy: str = "fifo") -> SimulationReport:
     """``fairpool admin policy simulate --config FILE --workload FILE``.
 
     PolicyFileError / WorkloadError (both ConfigError) for a bad file.

@@ -153,12 +153,12 @@ def _parse(data: Mapping[str, Any], source: str) -> Workload:
     tick = _duration("tick", data.get("tick", 1.0))
     measure = _measure(_table("measure", data.get("measure", {})), duration)
     nodes = _list("node", data.get("node"))
-    streams = _list("stream", data.get("stream"))
     node_specs = tuple(spec for i, table in enumerate(nodes) for spec in _nodes(f"node[{i}]", table))
     names = [n.name for n in node_specs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise _Bad("node", f"node names must differ, {twice[0]!r} is used twice")
+    streams = _list("stream", data.get("stream"))
     stream_specs = tuple(spec for i, table in enumerate(streams) for spec in _streams(i, table))
     return Workload(node_specs, stream_specs, duration, seed, tick, measure, source)
 
@@ -305,7 +305,11 @@ def _size(where: str, value: Any) -> int:
 def _runtime(where: str, value: Any) -> Runtime:
     match = _DISTRIBUTION.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        return Runtime("fixed", _duration(where, value))
+        try:
+            return Runtime("fixed", parse_seconds(value))
+        except ValueError:
+            raise _Bad(where, 'expected a duration like "1s", or "fixed(1s)", "uniform(500ms, 1.5s)", '
+                              f'"exponential(1s)", got {value!r}') from None
     kind, inside = match.group(1), match.group(2).split(",")
     wanted = 2 if kind == "uniform" else 1
     if len(inside) != wanted:
