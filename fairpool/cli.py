@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="start a pool and run three tenants' jobs on it")
     p.add_argument("--cpus", metavar="N", help="CPUs for the local node (default: all)")
-    p.add_argument("--jobs", metavar="N", type=int, default=12, help="jobs per tenant (default: 12)")
-    p.add_argument("--policy", metavar="NAME", help="fair-share policy (default: the scheduler's)")
+    p.add_argument("--jobs", metavar="N", type=int, default=40, help="jobs per tenant (default: 40)")
+    p.add_argument("--policy", metavar="NAME", help="the policy dividing the pool (default: fair-share)")
     p.add_argument("--log-level", metavar="LEVEL", default="warning", help="daemon log level (default: warning)")
     p.set_defaults(run=_cmd_demo, parser=p)
 

@@ -9,7 +9,10 @@ tenant of long jobs cannot take every freed slot until its first job ends.
 
 A tenant that becomes backlogged gets ``F_i <- max(F_i, V)``, ``V`` being the
 virtual time: the tag of the tenant last dispatched (the smallest tag among
-the backlogged at that moment), so idle time earns no credit; so does a tenant
+the backlogged at that moment) without the estimates of its jobs still
+running — only service actually received counts, or a first estimate far
+above the real runtimes would push a newcomer behind a tenant whose tag is
+about to be corrected down — so idle time earns no credit; so does a tenant
 held by its own limits (``hold``): time spent at its max_running banks nothing. The memory in the
 tags is what makes the long-run share ``w_i / sum w``: choosing by "running
 slots / weight" with no memory locks onto whole slots (POLICIES.md).
@@ -38,6 +41,8 @@ class FairSharePolicy(PolicyBase):
         self._tag: dict[str, float] = {}
         self._vtime: dict[int, float] = {}  # per class: priority's tiers keep their own
         self._overrun: dict[str, Overrun] = {}
+        self._estimated: dict[str, float] = {}  # per tenant: estimated charges of its running jobs
+        self._vtime_dispatched: dict[int, float] = {}  # the tags at dispatch, estimates included
 
     def _vclass(self, tenant: str) -> int:
         return 0
@@ -58,18 +63,23 @@ class FairSharePolicy(PolicyBase):
         self._tag[tenant] = max(self._tag.get(tenant, vtime), vtime)
 
     def hold(self, tenant: str) -> None:
-        # Held by its own caps it is not backlogged: like a tenant becoming backlogged,
-        # it starts again from the virtual time, not from a tag its idle slots kept low.
-        self._on_backlogged(tenant)
+        # Held by its own caps it is not backlogged: it starts again from the virtual time, not
+        # from a tag its idle slots kept low. Its own jobs run meanwhile, so their estimates count.
+        vtime = self._vtime_dispatched.get(self._vclass(tenant), 0.0)
+        self._tag[tenant] = max(self._tag.get(tenant, vtime), vtime)
 
     def _on_started(self, run: RunningJob, resumed: bool) -> None:
         if resumed:
             return  # its estimate is in the restored tag already
         tenant = run.tenant
         start_tag = self.tag(tenant)
+        received = start_tag - self._estimated.get(tenant, 0.0)
         vclass = self._vclass(tenant)
-        self._vtime[vclass] = max(self._vtime.get(vclass, 0.0), start_tag)
-        self._tag[tenant] = self._tag.get(tenant, 0.0) + run.charge * run.estimate / self.tree.weight(tenant)
+        self._vtime[vclass] = max(self._vtime.get(vclass, 0.0), received)
+        self._vtime_dispatched[vclass] = max(self._vtime_dispatched.get(vclass, 0.0), start_tag)
+        estimate = run.charge * run.estimate / self.tree.weight(tenant)
+        self._tag[tenant] = self._tag.get(tenant, 0.0) + estimate
+        self._estimated[tenant] = self._estimated.get(tenant, 0.0) + estimate
         overrun = self._overrun.get(tenant)
         if overrun is None:
             overrun = self._overrun[tenant] = Overrun()
@@ -82,8 +92,15 @@ class FairSharePolicy(PolicyBase):
             overrun.remove(run.uid)
             if not overrun:
                 del self._overrun[tenant]
-        correction = run.charge * (runtime - run.estimate) / self.tree.weight(tenant)
+        weight = self.tree.weight(tenant)
+        correction = run.charge * (runtime - run.estimate) / weight
         self._tag[tenant] = self._tag.get(tenant, 0.0) + correction
+        left = self._estimated.get(tenant, 0.0) - run.charge * run.estimate / weight
+        state = self._tenants.get(tenant)
+        if left > 1e-12 and state is not None and state.running > 0:
+            self._estimated[tenant] = left
+        else:
+            self._estimated.pop(tenant, None)
 
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         vtime = self._vtime.get(self._vclass(tenant), 0.0)
