@@ -195,7 +195,8 @@ def test_demo_runs_three_tenants_and_exits_0(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     for tenant in ("alice", "bob", "carol"):
         assert f"{tenant}: [0, 1, 4] correct" in result.stdout
-    assert "policy fifo" in result.stdout
+    assert "policy fair-share" in result.stdout
+    assert "shares of the pool were" in result.stdout
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.iterdir()), "the demo left files in the working directory"
     assert time.monotonic() - started < 30
