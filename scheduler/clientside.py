@@ -179,12 +179,13 @@ class ClientSide(StateBase):
             del self.jobs[job.uid]
             cluster = self.clusters[job.cluster_id]
             del cluster.jobs[job.uid]
-        for cluster in {self.clusters[j.cluster_id] for j in expired}:
+        self._out.append(Persist(RAcked([job.uid for job in expired])))
+        for cluster in sorted({self.clusters[j.cluster_id] for j in expired}, key=lambda c: c.cluster_id):
             self._out.append(Log("warning", "results purged after the retention time",
                                  (("cluster", cluster.cluster_id), ("tenant", cluster.tenant),
                                   ("jobs", sum(1 for j in expired if j.cluster_id == cluster.cluster_id)),
                                   ("retention_s", self.result_retention))))
             if not cluster.jobs and (cluster.closed or not cluster.unfinished()):
                 cluster.closed = cluster.released = True
+                self._out.append(Persist(RClusterClosed(cluster.cluster_id)))
                 self._maybe_forget(cluster)
-        self._out.append(Persist(RAcked([job.uid for job in expired])))

@@ -71,6 +71,10 @@ def read_journal(path: Path) -> JournalContents:
             break  # a header cut short: torn tail
         length, crc = HEADER.unpack_from(data, pos)
         end = pos + HEADER.size + length
+        if length == 0:  # no record is empty: zeros a crash left at the end, or damage
+            if not any(data[pos:]):
+                break
+            raise JournalCorrupt(path, pos, "empty record")
         if end > size:
             if length > MAX_RECORD or _has_record_after(data, pos + HEADER.size):
                 raise JournalCorrupt(path, pos, f"record length {length} runs past the end of the file")
@@ -91,7 +95,7 @@ def read_journal(path: Path) -> JournalContents:
 
 def _has_record_after(data: bytes, start: int) -> bool:
     """Whether an intact record begins anywhere after ``start`` (then a bad length is not a torn tail)."""
-    for pos in range(start, max(start, len(data) - HEADER.size) + 1):
+    for pos in range(start, len(data) - HEADER.size + 1):
         length, crc = HEADER.unpack_from(data, pos)
         end = pos + HEADER.size + length
         if length and end <= len(data) and zlib.crc32(data[pos + HEADER.size:end]) == crc:

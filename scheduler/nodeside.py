@@ -38,18 +38,23 @@ class NodeSide(StateBase):
         if message.cpus < 1:
             self._violation(conn, f"node advertises {message.cpus} cpus")
             return
-        node = NodeRecord(conn.conn, message.name or conn.name, message.cpus, message.memory, message.gpus,
-                          now, message.session)
+        name = message.name or conn.name
+        for old in [n for n in self.nodes.values() if n.name == name and n.session == message.session]:
+            # The same node process, back before its old connection was seen to die: that one
+            # is dead, and the jobs it had are this connection's to claim.
+            self._out.append(Close(old.conn, "the node reconnected"))
+            self._drop_conn(old.conn, "the node reconnected", now)
+        node = NodeRecord(conn.conn, name, message.cpus, message.memory, message.gpus, now, message.session)
         if node.name in self.drained:
             node.state = "drained"
         conn.node = node
         self.nodes[conn.conn] = node
         self._out.append(Log("info", "node joined", (("node", node.name), ("cpus", node.cpus))))
-        self._reclaim(node, set(message.held), now)
+        self._reclaim(node, sorted(set(message.held)), now)
         self._node_event("joined", node)
         self.capacity_changed()
 
-    def _reclaim(self, node: NodeRecord, held: set[str], now: float) -> None:
+    def _reclaim(self, node: NodeRecord, held: list[str], now: float) -> None:
         """A (re)joining node keeps the jobs it still holds; the rest of what it had is settled."""
         mine, lost = self.orphans.claim(node.name, node.session)
         for _session, jobs, reason in lost:
@@ -165,7 +170,12 @@ class NodeSide(StateBase):
         for job in jobs:
             job.node_conn = None
             job.node = ""
-            if job.status is JobStatus.QUEUED or self.clusters[job.cluster_id].reentrant:
+            if job.cancel_requested:  # the client wanted it stopped: it is
+                self._finish(job, JobResult(job.uid, JobStatus.CANCELLED.value, reason="cancelled",
+                                            finished_at=now, node=node), now)
+                continue
+            may_have_run = job.status is not JobStatus.QUEUED or job.maybe_started
+            if not may_have_run or self.clusters[job.cluster_id].reentrant:
                 job.status = JobStatus.QUEUED  # never started, or safe to run again
                 self.dispatcher.finished(job, now)
                 self.dispatcher.enqueue(job)

@@ -23,7 +23,7 @@ class JobRecord:
     __slots__ = (
         "uid", "cluster_id", "tenant", "payload", "seq", "priority", "status",
         "node_conn", "node", "submitted_at", "started_at", "result", "reported_start",
-        "cpus", "memory", "gpus", "timeout", "pin", "cancel_requested",
+        "cpus", "memory", "gpus", "timeout", "pin", "cancel_requested", "maybe_started",
     )
 
     def __init__(self, uid: str, cluster_id: str, tenant: str, payload: bytes, seq: int,
@@ -42,6 +42,8 @@ class JobRecord:
         self.result: JobResult | None = None
         self.reported_start = False
         self.cancel_requested = False
+        # On a node when the scheduler restarted: starts are not journaled, so it may be running.
+        self.maybe_started = False
         opts = options or DEFAULT_OPTIONS
         self.cpus = opts.cpus or 1.0
         self.memory = opts.memory

@@ -61,6 +61,7 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                     state.dispatcher.resume(held, held.submitted_at)
                 held.node = node
                 held.node_conn = None
+                held.maybe_started = True
             state.orphans.hold(node, session, math.inf, on_node, "the scheduler restarted")
         case RRequeued(uids):
             for uid in uids:
@@ -109,10 +110,10 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
             closed = state.clusters.get(cluster_id)
             if closed is not None:
                 closed.closed = True
-                closed.released = True  # no node has its definition after a restart
-                for waiting in list(closed.jobs.values()):
-                    if waiting.status is JobStatus.QUEUED and not waiting.node:
-                        state.dispatcher.dequeue(waiting)  # the close cancelled these (results follow)
+                # No node has its definition after a restart; one that reclaims a job of it is
+                # told to release it when that job ends (_maybe_release). Jobs the close cancelled
+                # have their CANCELLED results journaled after this record.
+                closed.released = not closed.unfinished()
                 _forget_if_done(state, closed)
 
 

@@ -6,7 +6,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fairpool.messages import ClusterDef, Dispatch, Heartbeat, JobResult, NodeProgress, NodeReady
+from fairpool.messages import (
+    ClusterDef,
+    Dispatch,
+    Heartbeat,
+    JobResult,
+    JobSubmit,
+    NodeProgress,
+    NodeReady,
+    Queued,
+    Submit,
+)
+from fairpool.scheduler.events import Received
 from fairpool.scheduler.records import MAX_PREFETCH, NodeRecord
 
 if TYPE_CHECKING:
@@ -42,6 +53,16 @@ def test_later_dispatches_keep_fifo_order(driver: StateDriver) -> None:
     for done in range(6):
         order += driver.finish(node, order[done]).dispatched(node)
     assert order == [f"c1.{i}" for i in range(6)]
+
+
+def test_a_burst_of_stimuli_is_dispatched_in_one_pass(driver: StateDriver) -> None:
+    alice = driver.open_cluster("c1")
+    node, _ = driver.node(cpus=2)
+    out = driver.burst(*(Received(alice, (Submit("c1", [JobSubmit(f"c1.{i}", b"")]),), driver.now)
+                         for i in range(3)))
+    assert len(out.messages(alice, Queued)) == 3
+    assert [d.tasks[0].uid for d in out.messages(node, Dispatch)] == ["c1.0"]  # one Dispatch ...
+    assert out.dispatched(node) == ["c1.0", "c1.1", "c1.2"]  # ... with every job, in order
 
 
 def test_cluster_def_is_sent_once_per_node(driver: StateDriver) -> None:
@@ -156,46 +177,57 @@ def test_duplicate_result_is_ignored(driver: StateDriver) -> None:
     assert driver.state.statistics()["finished"] == 1
 
 
-# --- lost nodes -------------------------------------------------------------------------------
+# --- lost nodes (held for them until a deadline: test_orphans.py has the rest) ------------------
 
 
-def test_lost_node_requeues_every_job_of_a_reentrant_cluster(driver: StateDriver) -> None:
+def test_lost_node_requeues_every_job_of_a_reentrant_cluster_at_its_deadline(driver: StateDriver) -> None:
     alice = driver.open_cluster("c1", reentrant=True)
     n1, _ = driver.node("n1", cpus=1)
     driver.submit(alice, "c1", 3)
     driver.start(n1, "c1.0", "c1.1")
     out = driver.disconnect(n1)
     assert out.results(alice) == []
+    assert driver.queued() == ["c1.2"]  # c1.0 and c1.1 wait for n1 to come back
+    out = driver.expire()
+    assert out.results(alice) == []
     assert driver.queued() == ["c1.0", "c1.1", "c1.2"]  # back in front, in submit order
     n2, joined = driver.node("n2", cpus=1)
     assert joined.dispatched(n2) == ["c1.0", "c1.1"]
 
 
-def test_lost_node_requeues_jobs_that_never_started(driver: StateDriver) -> None:
+def test_lost_node_requeues_jobs_that_never_started_at_its_deadline(driver: StateDriver) -> None:
     alice = driver.open_cluster("c1", reentrant=False)
     n1, _ = driver.node("n1", cpus=1)
     driver.submit(alice, "c1", 3)
-    out = driver.disconnect(n1)
+    driver.disconnect(n1)
+    out = driver.expire()
     assert out.results(alice) == []
     assert driver.queued() == ["c1.0", "c1.1", "c1.2"]
 
 
-def test_lost_node_abandons_started_jobs_of_a_non_reentrant_cluster(driver: StateDriver) -> None:
+def test_lost_node_abandons_started_jobs_of_a_non_reentrant_cluster_at_its_deadline(driver: StateDriver) -> None:
     alice = driver.open_cluster("c1", reentrant=False)
     n1, _ = driver.node("n1", cpus=1)
     driver.submit(alice, "c1", 2)
     driver.start(n1, "c1.0")
-    out = driver.disconnect(n1, "connection reset")
+    assert driver.disconnect(n1, "connection reset").results(alice) == []
+    out = driver.expire()
     (result,) = out.results(alice)
-    assert (result.uid, result.status, result.node) == ("c1.0", "ABANDONED", "n1")
+    assert (result.uid, result.status, result.node, result.finished_at) == ("c1.0", "ABANDONED", "n1", driver.now)
     assert "n1" in result.reason and "connection reset" in result.reason
     assert driver.queued() == ["c1.1"]
 
 
-def test_lost_node_is_logged(driver: StateDriver) -> None:
+def test_lost_node_is_logged_with_the_jobs_it_held(driver: StateDriver) -> None:
+    alice = driver.open_cluster("c1")
     node, _ = driver.node("n1")
-    out = driver.disconnect(node)
-    assert [(log.level, log.event) for log in out.logs()] == [("warning", "node lost")]
+    driver.submit(alice, "c1", 1)
+    out = driver.disconnect(node, "connection reset")
+    assert [(log.level, log.event, dict(log.fields)) for log in out.logs()] == [
+        ("warning", "node disconnected", {"node": "n1", "reason": "connection reset", "jobs": 1})]
+    out = driver.expire()
+    assert [(log.level, log.event, dict(log.fields)) for log in out.logs()] == [
+        ("info", "jobs requeued", {"node": "n1", "jobs": 1})]
 
 
 def test_requeued_jobs_bring_their_cluster_def_to_the_next_node(driver: StateDriver) -> None:
@@ -203,6 +235,7 @@ def test_requeued_jobs_bring_their_cluster_def_to_the_next_node(driver: StateDri
     n1, _ = driver.node("n1", cpus=1)
     driver.submit(alice, "c1", 1)
     driver.disconnect(n1)
+    driver.expire()
     n2, joined = driver.node("n2", cpus=1)
     assert joined.cluster_defs(n2) == ["c1"]
 
@@ -220,9 +253,16 @@ def test_tick_past_the_heartbeat_timeout_closes_a_silent_node_as_lost(driver: St
     driver.now += 2.5  # node silent for 10.5 s, client for 2.5 s
     out = driver.tick()
     assert out.closed() == [node]
-    assert [(r.uid, r.status) for r in out.results(alice)] == [("c1.0", "ABANDONED")]
-    assert driver.queued() == ["c1.1"]
+    assert out.results(alice) == []
+    assert driver.orphans() == {"n1": ["c1.0", "c1.1"]}
     assert driver.state.statistics()["nodes"] == 0
+    driver.now += 7.5
+    driver.send(alice, Heartbeat(driver.now))
+    driver.now += 2.5  # one heartbeat timeout after the node was closed
+    out = driver.tick()
+    assert [(r.uid, r.status) for r in out.results(alice)] == [("c1.0", "ABANDONED")]
+    assert "no heartbeat for 10.5s" in out.results(alice)[0].reason
+    assert driver.queued() == ["c1.1"]
 
 
 def test_tick_within_the_heartbeat_timeout_closes_nothing(driver: StateDriver) -> None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from fairpool.jobstatus import JobStatus
 from fairpool.messages import (
     Error,
     Heartbeat,
@@ -37,6 +38,7 @@ def assert_refused(driver: StateDriver, conn: int, out: Outcome, reason: str) ->
     assert error.reason.startswith("protocol violation: ") and reason in error.reason
     assert out.closed() == [conn]
     assert conn not in driver.state.conns
+    assert out.persisted() == []  # nothing of it reached the journal
 
 
 def test_client_sending_node_progress_is_refused_and_changes_nothing(driver: StateDriver) -> None:
@@ -94,17 +96,23 @@ def test_node_reporting_a_status_nodes_cannot_report_is_refused(driver: StateDri
     alice, node = busy(driver)
     out = driver.send(node, NodeProgress([], [JobResult("c1.1", status)]))
     assert_refused(driver, node, out, f"job status {status!r} from a node")
-    assert all(r.status != status or r.uid != "c1.1" for r in out.results(alice))
+    assert out.results(alice) == []
     assert driver.state.jobs["c1.1"].result is None
-    assert driver.queued() == ["c1.1", "c1.2", "c1.3"]  # handled as a lost node: c1.1 never started
+    assert driver.orphans() == {"n1": ["c1.0", "c1.1"]}  # handled as a lost node: held for it
+    driver.expire()
+    assert driver.state.jobs["c1.1"].result is None
+    assert driver.queued() == ["c1.1", "c1.2", "c1.3"]  # c1.1 never started
 
 
 def test_refused_node_progress_is_not_half_applied(driver: StateDriver) -> None:
     alice, node = busy(driver)  # c1.0 running, c1.1 dispatched to n1
     out = driver.send(node, NodeProgress([JobStarted("c1.1", "n1", driver.now)],
                                          [JobResult("c1.0", "FINISHED"), JobResult("c1.1", "BOGUS")]))
-    assert out.started(alice) == []
+    assert out.started(alice) == [] and out.results(alice) == []
+    assert driver.state.jobs["c1.1"].status is JobStatus.QUEUED
+    out = driver.expire()  # c1.0's FINISHED was not taken: it is lost with the node; c1.1 never started
     assert [(r.uid, r.status) for r in out.results(alice)] == [("c1.0", "ABANDONED")]
+    assert driver.queued() == ["c1.1", "c1.2", "c1.3"]
 
 
 def test_node_ready_twice_is_refused(driver: StateDriver) -> None:
@@ -154,4 +162,4 @@ def test_heartbeat_is_accepted_from_every_role(driver: StateDriver) -> None:
 def test_node_heartbeat_is_echoed_to_acknowledge_what_came_before(driver: StateDriver) -> None:
     node = driver.node("n1")[0]
     beat = Heartbeat(driver.now)
-    assert driver.send(node, beat) == [Send(node, beat)]
+    assert driver.send(node, beat) == [Send(node, beat, durable=True)]
