@@ -144,6 +144,7 @@ class OpenCluster(Message, frozen=True):
     spec: bytes  # see fairpool.clusterspec: opaque to the scheduler
     reentrant: bool = False
     priority: int = 0
+    nodes: list[str] | None = None  # node names or fnmatch patterns it may run on (None: any)
 
 
 class ClusterOpened(Message, frozen=True):

@@ -19,7 +19,13 @@ from fairpool.messages import (
 )
 from fairpool.messages import CancelTasks as _CancelTasks  # noqa: F401
 from fairpool.scheduler.events import Log, Persist, Send
-from fairpool.scheduler.journalrecords import RAcked, RClusterClosed, RClusterOpened, RJobsQueued
+from fairpool.scheduler.journalrecords import (
+    RAcked,
+    RClusterClosed,
+    RClusterNodes,
+    RClusterOpened,
+    RJobsQueued,
+)
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord
 from fairpool.scheduler.statebase import StateBase
 
@@ -39,9 +45,12 @@ class ClientSide(StateBase):
         if cluster is None:
             cluster = ClusterRecord(message.cluster_id, conn.tenant, message.name, message.spec,
                                     message.reentrant, message.priority, conn.conn, now)
+            cluster.allowed = list(message.nodes) if message.nodes is not None else None
             self.clusters[cluster.cluster_id] = cluster
             self._out.append(Persist(RClusterOpened(cluster.cluster_id, cluster.tenant, cluster.name,
                                                     cluster.spec, cluster.reentrant, cluster.priority, now)))
+            if cluster.allowed is not None:
+                self._out.append(Persist(RClusterNodes(cluster.cluster_id, cluster.allowed, {})))
             self._out.append(Log("info", "cluster opened", (("cluster", cluster.cluster_id),
                                                               ("tenant", conn.tenant), ("client", conn.name))))
             self._out.append(Send(conn.conn, ClusterOpened(cluster.cluster_id)))

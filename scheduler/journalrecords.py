@@ -64,6 +64,14 @@ class RClusterClosed(Record, frozen=True):
     cluster_id: str
 
 
+class RClusterNodes(Record, frozen=True):
+    """Where a cluster may run: allowed node patterns (None: any) and per-node caps."""
+
+    cluster_id: str
+    allowed: list[str] | None
+    node_cpus: dict[str, int]
+
+
 class RTenant(Record, frozen=True):
     """A tenant's settings changed live (``tenants set``); ``removed``: back to the defaults."""
 
@@ -84,6 +92,7 @@ class RPolicy(Record, frozen=True):
 
 JournalRecord = (
     RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed | RPolicy | RTenant
+    | RClusterNodes
 )
 
 _encoder = msgspec.msgpack.Encoder()

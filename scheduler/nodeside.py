@@ -213,8 +213,10 @@ class NodeSide(StateBase):
             job = queued if isinstance(queued, JobRecord) else self.jobs[queued.uid]
             node: NodeRecord | None = None
             most = 0.0
+            cluster = self.clusters[job.cluster_id]
             for candidate in nodes:  # spread: the emptiest node that fits (prefetch may overbook cpus)
-                if candidate.fits(job) and (node is None or candidate.cpus - candidate.used_cpus > most):
+                if (candidate.fits(job) and cluster.allows(candidate)
+                        and (node is None or candidate.cpus - candidate.used_cpus > most)):
                     node, most = candidate, candidate.cpus - candidate.used_cpus
             if node is None:
                 return Placement.NO_FIT  # waits for room; the policy may try others

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import Reply, Request
 from fairpool.policies.registry import make_policy
-from fairpool.scheduler.journalrecords import RTenant
-from fairpool.scheduler.records import ConnRecord, JobRecord, NodeRecord
+from fairpool.scheduler.journalrecords import RClusterNodes, RTenant
+from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
 if TYPE_CHECKING:
     from fairpool.scheduler.state import SchedulerState
@@ -29,7 +30,8 @@ class Refused(Exception):
 
 NOT_FOUND = "no such job"
 TENANT_VERBS = frozenset({"status", "nodes.list", "nodes.show", "jobs.list", "jobs.show", "jobs.cancel", "why",
-                          "cluster.stats"})
+                          "cluster.stats", "cluster.nodes", "cluster.allocate", "cluster.deallocate",
+                          "cluster.set_node_cpus", "cluster.node_jobs", "cluster.resetup_node"})
 JOB_LIST_LIMIT = 10_000
 
 
@@ -210,6 +212,85 @@ def _cluster_stats(state: SchedulerState, conn: ConnRecord, args: dict[str, Any]
             "jobs": len(cluster.jobs)}
 
 
+def _own_cluster(state: SchedulerState, conn: ConnRecord, args: dict[str, Any]) -> ClusterRecord:
+    cluster = state.clusters.get(str(args["cluster_id"]))
+    if cluster is None or (conn.role != "admin" and cluster.tenant != conn.tenant):
+        raise Refused("no such cluster")
+    return cluster
+
+
+def _cluster_nodes(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """The pool's nodes as this cluster sees them: whether it may use each, its cap and jobs there."""
+    cluster = _own_cluster(state, conn, args)
+    views = []
+    for node in sorted(state.nodes.values(), key=lambda n: n.name):
+        view = node_view(node)
+        allowed = cluster.allowed is None or any(fnmatchcase(node.name, p) for p in cluster.allowed)
+        view.update({"allocated": allowed, "cluster_cpus": cluster.node_cpus.get(node.name),
+                     "cluster_jobs": node.by_cluster.get(cluster.cluster_id, 0)})
+        views.append(view)
+    return views
+
+
+def _set_allocation(state: SchedulerState, cluster: ClusterRecord, allowed: list[str] | None) -> None:
+    cluster.allowed = allowed
+    state.persist(RClusterNodes(cluster.cluster_id, cluster.allowed, dict(cluster.node_cpus)))
+
+
+def _cluster_allocate(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    cluster = _own_cluster(state, conn, args)
+    patterns = [str(p) for p in args["nodes"]]
+    if cluster.allowed is not None:
+        _set_allocation(state, cluster, sorted(set(cluster.allowed) | set(patterns)))
+    return {"cluster_id": cluster.cluster_id, "nodes": cluster.allowed}
+
+
+def _cluster_deallocate(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """No new jobs of this cluster on these nodes (running ones finish; ``terminate`` cancels them)."""
+    cluster = _own_cluster(state, conn, args)
+    names = [str(p) for p in args["nodes"]]
+    everyone = sorted(n.name for n in state.nodes.values())
+    current = cluster.allowed if cluster.allowed is not None else everyone
+    kept = [p for p in current if p not in names and not any(fnmatchcase(p, n) for n in names)]
+    if cluster.allowed is None:
+        kept = [n for n in everyone if not any(fnmatchcase(n, p) for p in names)]
+    _set_allocation(state, cluster, kept)
+    cancelled: list[str] = []
+    if args.get("terminate"):
+        doomed = [j for j in cluster.jobs.values() if not j.status.is_final and j.node
+                  and any(fnmatchcase(j.node, p) for p in names)]
+        state.cancel_jobs(doomed, now)
+        cancelled = [j.uid for j in doomed]
+    return {"cluster_id": cluster.cluster_id, "nodes": cluster.allowed, "cancelled": cancelled}
+
+
+def _cluster_set_node_cpus(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    cluster = _own_cluster(state, conn, args)
+    node = _find_node(state, str(args["node"]))
+    cpus = int(args["cpus"])
+    if cpus < 0:
+        raise Refused(f"cpus must be >= 0, got {cpus}")
+    cluster.node_cpus[node.name] = min(cpus, node.cpus)
+    state.persist(RClusterNodes(cluster.cluster_id, cluster.allowed, dict(cluster.node_cpus)))
+    return {"node": node.name, "cpus": cluster.node_cpus[node.name]}
+
+
+def _cluster_node_jobs(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    cluster = _own_cluster(state, conn, args)
+    node = str(args["node"])
+    return [job_view(j) for j in cluster.jobs.values() if j.node == node and not j.status.is_final]
+
+
+def _cluster_resetup_node(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """Run the cluster's cleanup, then setup again before its next job there (dispy's resetup_node)."""
+    cluster = _own_cluster(state, conn, args)
+    node = _find_node(state, str(args["node"]))
+    if node.by_cluster.get(cluster.cluster_id):
+        raise Refused(f"node {node.name} still runs jobs of this cluster: wait for them first")
+    state.release_on(cluster, node)
+    return {"node": node.name, "cluster_id": cluster.cluster_id}
+
+
 def _tenants_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
     names = {j.tenant for j in state.jobs.values()} | set(state.dispatcher.tenants)
     running = Counter(j.tenant for n in state.nodes.values() for j in n.assigned.values())
@@ -311,6 +392,12 @@ VERBS: dict[str, Handler] = {
     "jobs.cancel": _jobs_cancel,
     "why": _why,
     "cluster.stats": _cluster_stats,
+    "cluster.nodes": _cluster_nodes,
+    "cluster.allocate": _cluster_allocate,
+    "cluster.deallocate": _cluster_deallocate,
+    "cluster.set_node_cpus": _cluster_set_node_cpus,
+    "cluster.node_jobs": _cluster_node_jobs,
+    "cluster.resetup_node": _cluster_resetup_node,
     "tenants.list": _tenants_list,
     "tenants.set": _tenants_set,
     "tenants.remove": _tenants_remove,

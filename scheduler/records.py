@@ -6,6 +6,9 @@ Plain slotted classes: they live inside SchedulerState and never leave it
 
 from __future__ import annotations
 
+from collections import Counter
+from fnmatch import fnmatchcase
+
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import JobOptions, JobResult
 
@@ -61,7 +64,7 @@ class JobRecord:
 
 class ClusterRecord:
     __slots__ = ("cluster_id", "tenant", "name", "spec", "reentrant", "priority", "conn",
-                 "jobs", "closed", "released", "nodes_with_spec", "created_at")
+                 "jobs", "closed", "released", "nodes_with_spec", "created_at", "allowed", "node_cpus")
 
     def __init__(self, cluster_id: str, tenant: str, name: str, spec: bytes, reentrant: bool,
                  priority: int, conn: int | None, created_at: float) -> None:
@@ -77,6 +80,14 @@ class ClusterRecord:
         self.released = False
         self.nodes_with_spec: set[int] = set()  # node connections that have its ClusterDef
         self.created_at = created_at
+        self.allowed: list[str] | None = None  # node names/patterns it may use (None: every node)
+        self.node_cpus: dict[str, int] = {}  # set_node_cpus: at most this many of its jobs there
+
+    def allows(self, node: NodeRecord) -> bool:
+        if self.allowed is not None and not any(fnmatchcase(node.name, p) for p in self.allowed):
+            return False
+        cap = self.node_cpus.get(node.name)
+        return cap is None or node.by_cluster.get(self.cluster_id, 0) < cap
 
     def unfinished(self) -> int:
         return sum(1 for j in self.jobs.values() if not j.status.is_final)
@@ -85,13 +96,14 @@ class ClusterRecord:
 class NodeRecord:
     __slots__ = ("conn", "name", "cpus", "memory", "gpus", "assigned", "avg_runtime",
                  "done", "joined_at", "state", "used_cpus", "used_memory", "used_gpus", "special",
-                 "session", "last_seen")
+                 "session", "last_seen", "by_cluster")
 
     def __init__(self, conn: int, name: str, cpus: int, memory: int, gpus: int, now: float,
                  session: str = "") -> None:
         self.conn = conn
         self.session = session
         self.last_seen = now
+        self.by_cluster: Counter[str] = Counter()  # assigned jobs per cluster (for set_node_cpus)
         self.name = name
         self.cpus = cpus
         self.memory = memory
@@ -132,6 +144,7 @@ class NodeRecord:
 
     def assign(self, job: JobRecord) -> None:
         self.assigned[job.uid] = job
+        self.by_cluster[job.cluster_id] += 1
         self.used_cpus += job.cpus
         self.used_memory += job.memory
         self.used_gpus += job.gpus
@@ -141,6 +154,11 @@ class NodeRecord:
     def unassign(self, uid: str) -> JobRecord | None:
         job = self.assigned.pop(uid, None)
         if job is not None:
+            left = self.by_cluster[job.cluster_id] - 1
+            if left > 0:
+                self.by_cluster[job.cluster_id] = left
+            else:
+                del self.by_cluster[job.cluster_id]
             self.used_cpus -= job.cpus
             self.used_memory -= job.memory
             self.used_gpus -= job.gpus

@@ -21,6 +21,7 @@ from fairpool.scheduler.journalrecords import (
     RAcked,
     RAssigned,
     RClusterClosed,
+    RClusterNodes,
     RClusterOpened,
     RJobsQueued,
     RPolicy,
@@ -104,6 +105,11 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                     state.dispatcher.replace_policy(make_policy(name), now)
                 except ValueError:
                     pass  # a plugin policy that is gone: the configured one stays
+        case RClusterNodes(cluster_id, allowed, node_cpus):
+            limited = state.clusters.get(cluster_id)
+            if limited is not None:
+                limited.allowed = list(allowed) if allowed is not None else None
+                limited.node_cpus = dict(node_cpus)
         case RTenant():
             apply_tenant(state.dispatcher, record)
         case RClusterClosed(cluster_id):
@@ -142,6 +148,8 @@ def snapshot(state: SchedulerState) -> list[JournalRecord]:
         results = [j.result for j in jobs if j.result is not None]
         if results:
             records.append(RResults(results))
+        if cluster.allowed is not None or cluster.node_cpus:
+            records.append(RClusterNodes(cluster.cluster_id, cluster.allowed, cluster.node_cpus))
         if cluster.closed:
             records.append(RClusterClosed(cluster.cluster_id))
     for (name, session), uids in assigned.items():

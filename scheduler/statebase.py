@@ -27,7 +27,7 @@ from fairpool.policies.dispatcher import Dispatcher
 from fairpool.policies.resources import Resources
 from fairpool.policies.tenants import TenantConfig
 from fairpool.scheduler.events import Instruction, Log, Persist, Send
-from fairpool.scheduler.journalrecords import RPolicy, RResults, RTenant
+from fairpool.scheduler.journalrecords import JournalRecord, RPolicy, RResults, RTenant
 from fairpool.scheduler.orphans import Orphans
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
@@ -120,6 +120,15 @@ class StateBase:
         self.dispatcher.replace_policy(policy, now)
         self._out.append(Persist(RPolicy(policy.name)))
         self._out.append(Log("info", "policy switched", (("policy", policy.name),)))
+
+    def persist(self, record: JournalRecord) -> None:
+        self._out.append(Persist(record))
+
+    def release_on(self, cluster: ClusterRecord, node: NodeRecord) -> None:
+        """The node runs the cluster's cleanup now; its next job there brings the definition (and setup) again."""
+        if node.conn in cluster.nodes_with_spec:
+            cluster.nodes_with_spec.discard(node.conn)
+            self._out.append(Send(node.conn, ReleaseCluster(cluster.cluster_id)))
 
     def set_tenant(self, record: RTenant) -> None:
         """A tenant's settings changed live; journaled, so the change outlives a restart."""
