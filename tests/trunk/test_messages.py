@@ -33,6 +33,13 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     if origin is list:
         (item,) = typing.get_args(tp)
         return st.lists(strategy_for(item), max_size=3)
+    if origin is dict:
+        key, value = typing.get_args(tp)
+        return st.dictionaries(strategy_for(key), strategy_for(value), max_size=3)
+    if tp is Any:  # plain data, as msgpack carries it
+        scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=10)
+        return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=5)
     if tp is type(None):
         return st.none()
     if tp is bool:
