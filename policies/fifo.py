@@ -4,9 +4,9 @@ Tenants are ordered by the sequence of their oldest queued job, so the merge
 of their queues is the pool's submit order; a requeued job keeps its original
 place (its old sequence). In-tenant priority is ignored: first in, first out.
 
-- ``mode = "strict"`` (default): when the oldest job fits on no node, nothing
+- ``mode = "strict"``: when the oldest job fits on no node, nothing
   younger starts (it cannot be overtaken, so it cannot starve).
-- ``mode = "skip"``: a job that fits nowhere is passed over for the round and
+- ``mode = "skip"`` (default, as dispy and Dask behave): a job that fits nowhere is passed over for the round and
   the next one in submit order is tried (better use of the pool; a big job may
   wait long).
 
@@ -31,12 +31,12 @@ MODES = ("strict", "skip")
 class FifoPolicy(PolicyBase):
     name = "fifo"
     OPTIONS: ClassVar[tuple[Option, ...]] = (
-        Option("mode", "choice", "strict", "strict: the oldest job blocks the pool until it fits; "
+        Option("mode", "choice", "skip", "strict: the oldest job blocks the pool until it fits; "
                "skip: jobs that fit nowhere are passed over", MODES),
     )
     by_priority = False
 
-    def __init__(self, mode: str = "strict") -> None:
+    def __init__(self, mode: str = "skip") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"fifo mode must be one of {', '.join(MODES)}, got {mode!r}")
