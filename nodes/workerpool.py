@@ -175,6 +175,13 @@ class WorkerPool:
             if not named:
                 continue
             wanted.difference_update(named)
+            running = worker.running_index()
+            for index, held in enumerate(worker.queue):
+                if held.task.uid in named and index > max(running, 0) and held.task.uid not in worker.reported:
+                    # Not started (it waits behind a job that may run for hours): it ends now; the
+                    # worker skips it when it reads the cancel, and that report is dropped.
+                    worker.reported.add(held.task.uid)
+                    self._results.append(self._failure(held.task, reason, now))
             for uid in named:
                 worker.cancelling[uid] = reason
             # Those still waiting in the worker are skipped there; a running one is killed here.
@@ -433,6 +440,12 @@ class WorkerPool:
                 self._started.append(JobStarted(head.task.uid, self.node_name, now))
                 if head.started is None:
                     head.started = time.monotonic()
+            if task.uid in worker.reported:  # told already, when it was cancelled
+                worker.reported.discard(task.uid)
+                worker.cancelling.pop(task.uid, None)
+                self._done += 1
+                self._task_done(task.cluster_id)
+                continue
             if worker.cancelling.pop(task.uid, None) is None:
                 # (a task skipped because it was cancelled says nothing about the cluster's runtimes)
                 runtime = max(result.finished_at - result.started_at, 0.0)

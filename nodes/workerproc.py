@@ -89,6 +89,7 @@ class WorkerHandle:
     counter: mmap.mmap | None = None  # ordinal + 1 of the task it started last (see fairpool.nodes.worker)
     lifeline: int | None = None  # write end of the worker's lifeline pipe
     cancelling: dict[str, str] = field(default_factory=dict)  # held task uid -> why it is cancelled
+    reported: set[str] = field(default_factory=set)  # held tasks already reported cancelled by the pool
     kill: tuple[str, str] | None = None  # (uid, reason): the group was signalled to stop that task
     kill_deadline: float = 0.0  # time.monotonic() after which SIGKILL follows the SIGTERM
     killed_hard: bool = False

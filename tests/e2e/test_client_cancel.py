@@ -249,10 +249,6 @@ def test_cancel_kills_grandchild_that_started_its_own_session(scheduler, start_n
             os.kill(grandchild, signal.SIGKILL)  # do not leave it behind
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cancelled job that the node prefetched into a busy worker's queue "
-                   "is only skipped (and reported CANCELLED) once the job ahead of it ends (nodes/workerpool.py "
-                   "cancel -> CancelTasks, read by the worker between jobs), so cancel() of a job that never "
-                   "started can hang for as long as another job runs")
 def test_cancel_jobs_prefetched_behind_a_running_one_ends_them_at_once(scheduler, start_node, cluster_kwargs,
                                                                        tmp_path):
     start_node(cpus=1, name="n1")
