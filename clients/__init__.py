@@ -2,7 +2,7 @@
 
 How the pieces fit (each module's docstring says more):
 
-* ``cluster``      -- ``SharedJobCluster``, the synchronous public API
+* ``cluster``      -- ``SharedJobCluster`` (``reattach`` too), the synchronous public API, ``recover_jobs``
 * ``asynccluster`` -- ``AsyncSharedJobCluster``, the same for trio code (``await job``)
 * ``localcluster`` -- ``JobCluster``: the same API on a private pool started on demand
 * ``executor``     -- ``cluster.executor()``, a concurrent.futures Executor (with ``calls``, its node side)
@@ -12,7 +12,8 @@ How the pieces fit (each module's docstring says more):
 * ``leanfuture``   -- the Future base that keeps per-job overhead low
 * ``spec``         -- packing the computation, depends and each job's arguments
 * ``settings``     -- scheduler address, tenant, secret: arguments, FAIRPOOL_* variables, defaults
-* ``recover``      -- the ``fairpool-<cluster_id>.recover`` file
+* ``recover``      -- the ``fairpool-<cluster_id>.recover`` file: header, job log, reading it back
+* ``reattach``     -- re-attaching to an earlier client's cluster: settings, the scheduler's job list
 * ``session``      -- the cluster's state without I/O: unsent, unqueued, unacknowledged jobs, cancels
 * ``statuses``     -- how status changes reach users: at once, or through the callback thread
 * ``notify``       -- the one thread that runs users' callbacks, in order

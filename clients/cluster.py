@@ -15,22 +15,32 @@ that they never collide with the computation's own keyword arguments;
 ``submit_node`` is ``options(node=...).submit``. ``executor()`` gives a
 ``concurrent.futures.Executor`` over the same scheduler
 (``fairpool.clients.executor``).
+
+After a crash: ``SharedJobCluster.reattach(cluster_id)`` is a live cluster
+object for a cluster an earlier client opened (its ``jobs()`` are the dead
+client's, resolving as results arrive; ``submit`` adds more), and
+``recover_jobs()`` collects the jobs of the latest recover file here: it
+waits for them, acknowledges their results, and closes the cluster once
+every job ended -- or, when its ``timeout`` passes first, hangs up and
+leaves the rest running, to be collected by a later call.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from fairpool.clients.core import ClusterCore, argsets
+from fairpool.clients.core import ClusterCore, ClusterStatusCallback, JobStatusCallback, argsets
 from fairpool.clients.errors import ClusterClosedError
 from fairpool.clients.job import Job
 from fairpool.clients.loopthread import LoopThread
 from fairpool.clients.options import JobOptions, make_options
+from fairpool.clients.recover import latest_recover_file
 
 logger = logging.getLogger("fairpool.clients")
 
@@ -60,6 +70,34 @@ class SharedJobCluster(ClusterCore):
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
         return f"<{type(self).__name__} {self.name!r} {self.cluster_id} on {self.scheduler} ({state})>"
+
+    @classmethod
+    def reattach(
+        cls,
+        cluster_id: str,
+        *,
+        scheduler: str | None = None,
+        secret_file: str | os.PathLike[str] | None = None,
+        tenant: str | None = None,
+        token: str | None = None,
+        job_status: JobStatusCallback | None = None,
+        cluster_status: ClusterStatusCallback | None = None,
+        dest_path: str | os.PathLike[str] | None = None,
+    ) -> SharedJobCluster:
+        """A live cluster object for the existing cluster ``cluster_id`` (whose client died, say).
+
+        ``jobs()`` lists the cluster's jobs -- those its recover file lists, and every one the
+        scheduler reports -- and their futures resolve as results arrive (a reattached job has no
+        ``args``: they stayed with the dead client). ``submit`` adds jobs to the same computation,
+        numbered after every uid known. The scheduler, secret file and tenant default to the
+        recover file's when ``fairpool-<cluster_id>.recover`` is in the working directory (the
+        reattached cluster carries on that file), else to the usual variables and defaults.
+        Raises ``ClusterNotFound`` if the scheduler has no such cluster for this tenant.
+        """
+        return cls._reattached(
+            cluster_id, scheduler=scheduler, secret_file=secret_file, tenant=tenant, token=token,
+            job_status=job_status, cluster_status=cluster_status, dest_path=dest_path,
+        )
 
     # --- submitting ------------------------------------------------------------
 
@@ -154,19 +192,39 @@ class SharedJobCluster(ClusterCore):
             self._closed = True
         if not confirmed and self._connection.fatal is None:
             logger.warning("cluster %s: the scheduler did not confirm the close within %gs", self.cluster_id, close_timeout)
+        self._wind_down(deadline, f"cluster {self.cluster_id} was closed before the job ended")
+        self._remove_recover_file()
+
+    def _detach(self, timeout: float = CLOSE_TIMEOUT, why: str = "the cluster was detached") -> None:
+        """Hang up without closing: the cluster's jobs run on in the scheduler, the recover file
+        stays, and the jobs not ended here fail with ClusterClosedError saying ``why``."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._open = False
+            for executor in self._executors:
+                executor.shutdown(wait=False)
+            try:
+                if not self._loop.call(self._connection.detach, timeout):
+                    logger.warning("cluster %s: could not hang up cleanly within %gs", self.cluster_id, timeout)
+            except ClusterClosedError:
+                pass
+            self._loop.stop()
+            self._closed = True
+        self._wind_down(time.monotonic() + timeout, why)
+        if self._recover_log is not None:
+            self._recover_log.close()
+
+    def _wind_down(self, deadline: float | None, why: str) -> None:
         if self._callbacks is not None:
             # results that arrived are the user's: let their callbacks run (and their futures settle)
             self._callbacks.drain(CALLBACK_DRAIN_TIMEOUT if deadline is None else _left(deadline))
         self._session.abort_all(
-            ClusterClosedError(
-                f"cluster {self.cluster_id} was closed before the job ended; "
-                f"its result may be recovered with recover_jobs({self.cluster_id!r})"
-            )
+            ClusterClosedError(f"{why}; its result may be recovered with recover_jobs({self.cluster_id!r})")
         )
         if self._callbacks is not None:
             self._callbacks.stop(0 if deadline is None else _left(deadline))
         self._files.close()
-        self._remove_recover_file()
 
     def __enter__(self) -> SharedJobCluster:
         return self
@@ -189,6 +247,39 @@ class JobSubmitter:
 
     def map(self, iterable: Iterable[Any], *iterables: Iterable[Any]) -> Iterator[Any]:
         return _results(self._cluster._new_jobs(argsets(iterable, iterables), self.job_options))
+
+
+def recover_jobs(
+    cluster_id: str | None = None,
+    *,
+    scheduler: str | None = None,
+    secret_file: str | os.PathLike[str] | None = None,
+    tenant: str | None = None,
+    token: str | None = None,
+    timeout: float | None = None,
+) -> list[Job]:
+    """The jobs of cluster ``cluster_id`` (None: of the latest recover file in the working
+    directory), once every one has ended or ``timeout`` passed.
+
+    Jobs that ended carry their results, output and errors; the others their live status
+    (QUEUED, RUNNING), their futures failing with ClusterClosedError: they run on, and a later
+    call collects them. Results received are acknowledged, so the scheduler forgets them; once
+    every job ended, the cluster is closed and its recover file removed. Raises
+    ``NoRecoverFile`` (no cluster_id and no recover file here) or ``ClusterNotFound``.
+    """
+    if cluster_id is None:
+        cluster_id = latest_recover_file().info.cluster_id
+    cluster = SharedJobCluster.reattach(cluster_id, scheduler=scheduler, secret_file=secret_file,
+                                        tenant=tenant, token=token)
+    ended = False
+    try:
+        ended = cluster.wait(timeout)
+    finally:
+        if ended:
+            cluster.close(timeout=CLOSE_TIMEOUT)
+        else:
+            cluster._detach(why="the job had not ended when recover_jobs returned")
+    return cluster.jobs()
 
 
 def _results(jobs: list[Job]) -> Iterator[Any]:

@@ -8,7 +8,14 @@ connection -- the ``Outbox`` writer, the reader and the heartbeat -- and when
 the connection is lost, reconnects with exponential backoff and jitter,
 re-opens the cluster and resends every job not yet acknowledged by
 ``Queued`` (and every cancellation whose job has not ended). It returns once the scheduler confirms ``ClusterClosed`` (or
-refuses to re-open the cluster, which ends every pending job with that error).
+refuses to re-open the cluster, which ends every pending job with that error),
+or once ``detach`` has sent the last acknowledgements and hung up, leaving
+the cluster's jobs running in the scheduler.
+
+A reattached cluster (``reattaching``) first probes (``fairpool.clients.reattach``):
+it opens nothing if the scheduler has no such cluster (``ClusterNotFound``),
+and it is open only once the scheduler has listed the cluster's jobs, so
+``jobs()`` is whole when ``open`` returns; jobs a whole list leaves out end.
 
 Work arrives from other threads through ``request_flush()``: one
 ``run_sync_soon`` per burst of submits (or cancels), after which ``flush``
@@ -31,7 +38,15 @@ from typing import Any
 
 import trio
 
-from fairpool.clients.errors import ClusterRefused, SchedulerConnectionError
+from fairpool.clients.errors import ClusterNotFound, ClusterRefused, SchedulerConnectionError
+from fairpool.clients.reattach import (
+    LISTING_ID,
+    LISTING_LIMIT,
+    NOT_FOUND,
+    PROBE_ID,
+    listing,
+    probe_requests,
+)
 from fairpool.clients.session import ClusterSession
 from fairpool.clients.settings import ClientSettings
 from fairpool.handshake import AuthError
@@ -43,6 +58,7 @@ from fairpool.messages import (
     Error,
     Heartbeat,
     OpenCluster,
+    Reply,
 )
 from fairpool.protocol import DEFAULT_MAX_FRAME, ProtocolError
 from fairpool.wire import ConnectionClosed, MessageStream, Outbox, open_connection
@@ -76,12 +92,15 @@ class ClusterConnection:
         self.open_message = open_message
         self.timing = timing
         self.connections = 0  # successful opens: 1 + reconnects
+        self.reattaching = False  # the first open takes over a cluster an earlier client opened
         self.fatal: SchedulerConnectionError | None = None
         self.cluster_closed = False
         self._token: trio.lowlevel.TrioToken | None = None
         self._outbox: Outbox | None = None
         self._closing = False
-        self._closed: trio.Event | None = None
+        self._detaching = False
+        self._listing_pending = False
+        self._closed: trio.Event | None = None  # set when serve() is over
         self._last_heard = 0.0
         self._acks_due = trio.Event()
 
@@ -125,6 +144,8 @@ class ClusterConnection:
                     max_frame=DEFAULT_MAX_FRAME,
                 )
                 try:
+                    if self.reattaching:
+                        await self._probe(stream)
                     await stream.send(self.open_message)
                     await self._await_opened(stream)
                 except BaseException:
@@ -141,25 +162,70 @@ class ClusterConnection:
         self.connections += 1
         return stream
 
+    async def _probe(self, stream: MessageStream) -> None:
+        """Re-attaching: ask whether the cluster is there (before OpenCluster, which would open a
+        new one) and which jobs it holds; raise ClusterNotFound if it is not there."""
+        await stream.send(*probe_requests(self.cluster_id))
+        self._listing_pending = True
+        found: Reply | None = None
+        while found is None:
+            for message in await stream.receive():
+                if isinstance(message, Reply) and message.id == PROBE_ID:
+                    found = message
+                else:
+                    self._dispatch(message)  # the list, if it came along
+        if not found.ok:
+            if found.error == NOT_FOUND:
+                raise self._refusal(found.error)
+            logger.warning("cluster %s: the scheduler did not answer whether it has the cluster: %s",
+                           self.cluster_id, found.error)
+
     async def _await_opened(self, stream: MessageStream) -> None:
         opened = False
-        while not opened:
+        while not opened or self._listing_pending:
             for message in await stream.receive():
                 if isinstance(message, ClusterOpened) and message.cluster_id == self.cluster_id:
                     opened = True
-                elif isinstance(message, Error) and message.ref == self.cluster_id:
-                    raise ClusterRefused(
-                        f"the fairpool scheduler at {self.settings.scheduler} refused to open "
-                        f"cluster {self.cluster_id}: {message.reason}"
-                    )
+                elif isinstance(message, Error) and message.ref == self.cluster_id and not opened:
+                    raise self._refusal(message.reason)
                 else:
                     self._dispatch(message)  # e.g. results re-sent right after the re-attach
+        self.reattaching = False
+
+    def _apply_listing(self, reply: Reply) -> None:
+        self._listing_pending = False
+        if not reply.ok:
+            logger.warning("cluster %s: the scheduler did not list the cluster's jobs: %s", self.cluster_id, reply.error)
+            return
+        jobs = listing(reply.body)
+        self.session.apply_listing(jobs)
+        if len(jobs) < LISTING_LIMIT:  # whole: what it leaves out, the scheduler does not hold
+            self.session.whole_listing = True
+            ended = self.session.settle_missing()
+            if ended:
+                logger.warning("cluster %s: %d of its jobs are no longer held by the scheduler", self.cluster_id, ended)
+
+    def _refusal(self, reason: str) -> ClusterRefused:
+        where = f"the fairpool scheduler at {self.settings.scheduler}"
+        if reason == NOT_FOUND and not self.open_message.spec:
+            return ClusterNotFound(
+                f"{where} has no cluster {self.cluster_id} for tenant {self.settings.tenant!r}: it was never "
+                "opened there, it is another tenant's, or it is over and every result was collected"
+            )
+        return ClusterRefused(f"{where} refused to open cluster {self.cluster_id}: {reason}")
 
     async def serve(self, stream: MessageStream) -> None:
-        """Keep the cluster connected until ClusterClosed (or a refused re-open)."""
+        """Keep the cluster connected until ClusterClosed (or a refused re-open, or a detach)."""
+        try:
+            await self._serve(stream)
+        finally:
+            assert self._closed is not None
+            self._closed.set()
+
+    async def _serve(self, stream: MessageStream) -> None:
         while True:
             lost = await self._serve_connection(stream)
-            if lost is None:
+            if lost is None or self._detaching:
                 return
             logger.warning(
                 "cluster %s: connection to the scheduler at %s lost (%s); reconnecting",
@@ -171,8 +237,6 @@ class ClusterConnection:
                 logger.error("cluster %s: %s", self.cluster_id, exc)
                 self.fatal = exc
                 self.session.abort_all(exc)
-                assert self._closed is not None
-                self._closed.set()
                 return
             logger.warning("cluster %s: reconnected to the scheduler at %s", self.cluster_id, self.settings.scheduler)
 
@@ -190,6 +254,20 @@ class ClusterConnection:
             await self._closed.wait()
         return self.cluster_closed
 
+    async def detach(self, timeout: float) -> bool:
+        """Send the acknowledgements due and hang up, leaving the cluster open in the scheduler
+        (its jobs run on; a later reattach takes them). False if ``timeout`` passed first."""
+        assert self._closed is not None
+        self._detaching = True
+        if self._outbox is not None:
+            acks = self.session.take_acks()
+            if acks is not None:
+                self._outbox.put(acks)
+            self._outbox.close()  # the writer sends what is queued, then the connection ends
+        with trio.move_on_after(timeout):
+            await self._closed.wait()
+        return self._closed.is_set()
+
     async def _serve_connection(self, stream: MessageStream) -> str | None:
         """Run one connection; return why it was lost, or None once the cluster is closed."""
         outbox = Outbox()
@@ -202,6 +280,8 @@ class ClusterConnection:
             outbox.put(acks)
         if self._closing:
             outbox.put(CloseCluster(self.cluster_id))
+        if self._detaching:
+            outbox.close()
         lost: list[str] = []
         self._last_heard = trio.current_time()
         self._outbox = outbox
@@ -263,11 +343,13 @@ class ClusterConnection:
     def _dispatch(self, message: AnyMessage) -> None:
         if self.session.apply(message) or isinstance(message, Heartbeat | ClusterOpened):
             return
+        if isinstance(message, Reply) and message.id == LISTING_ID:
+            if self._listing_pending:
+                self._apply_listing(message)
+            return
         if isinstance(message, ClusterClosed):
             if message.cluster_id == self.cluster_id:
                 self.cluster_closed = True
-                assert self._closed is not None
-                self._closed.set()
         elif isinstance(message, Error):
             logger.warning("cluster %s: the scheduler reports an error: %s (about %r)", self.cluster_id, message.reason, message.ref)
         else:

@@ -9,6 +9,12 @@ thread and ``FileReceiver``) and the ``ClusterConnection``. It opens
 nothing: ``SharedJobCluster`` runs the connection on a ``LoopThread``,
 ``AsyncSharedJobCluster`` in the caller's trio loop.
 
+``_reattached`` builds the same pieces for a cluster an earlier client
+opened (``SharedJobCluster.reattach``): no computation (the scheduler keeps
+the cluster's spec, so new submits need none), settings and defaults from
+the recover file when the working directory has one, and the session
+starting with the jobs that file lists (see ``fairpool.clients.reattach``).
+
 Submitting is shared too: ``_new_job`` and ``_new_jobs`` pickle arguments in
 the caller's thread and register the jobs in the session, which batches
 them; ``_wake`` asks the connection to send, once per burst. ``_cancel``
@@ -17,6 +23,7 @@ backs both ``cluster.cancel(job)`` and ``job.cancel()``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -24,17 +31,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import trio
 
 from fairpool.clients import connection as _connection
-from fairpool.clients.errors import ClusterClosedError, ComputationError
+from fairpool.clients.errors import (
+    ClientConfigError,
+    ClusterClosedError,
+    ClusterError,
+    ComputationError,
+)
 from fairpool.clients.files import FileReceiver
 from fairpool.clients.job import Job
 from fairpool.clients.notify import CallbackThread
 from fairpool.clients.options import JobOptions, make_options, wire_options
-from fairpool.clients.recover import RecoverInfo, write_recover_file
+from fairpool.clients.reattach import reattach_settings
+from fairpool.clients.recover import RecoverInfo, RecoverLog, RecoverState, recover_path
 from fairpool.clients.session import MAX_JOB_PAYLOAD, ClusterSession
 from fairpool.clients.settings import ClientSettings, resolve_settings
 from fairpool.clients.spec import Computation, pack_arguments, pack_spec
@@ -82,9 +95,6 @@ class ClusterCore:
         tls: Any = None,
     ) -> None:
         _refuse_unsupported(token=token, nodes=nodes, tls=tls)
-        for role, fn in (("job_status", job_status), ("cluster_status", cluster_status)):
-            if fn is not None and not callable(fn):
-                raise ComputationError(f"{role} must be a callable, not {fn!r}")
         depends = list(depends)
         spec = encode_spec(pack_spec(computation, depends, setup, cleanup))
         if len(spec) > MAX_JOB_PAYLOAD:
@@ -92,23 +102,84 @@ class ClusterCore:
                 f"the computation and its depends take {len(spec)} bytes, more than one message may carry "
                 f"({MAX_JOB_PAYLOAD} bytes)"
             )
+        self._build(
+            resolve_settings(scheduler, tenant, secret_file), uuid.uuid4().hex, name or _default_name(computation),
+            OpenCluster("", "", spec, reentrant, priority), resources, job_status, cluster_status, dest_path,
+        )
+        # what an executor needs to open a sibling cluster for arbitrary functions
+        self._sibling["depends"] = depends
+        if not isinstance(computation, str | os.PathLike):
+            self._sibling.update(setup=setup, cleanup=cleanup)
+        self._start()
+
+    @classmethod
+    def _reattached(
+        cls,
+        cluster_id: str,
+        *,
+        scheduler: str | None = None,
+        tenant: str | None = None,
+        token: str | None = None,
+        secret_file: str | os.PathLike[str] | None = None,
+        job_status: JobStatusCallback | None = None,
+        cluster_status: ClusterStatusCallback | None = None,
+        dest_path: str | os.PathLike[str] | None = None,
+    ) -> Self:
+        """A cluster object for the existing cluster ``cluster_id`` (see the module docstring)."""
+        _refuse_unsupported(token=token)
+        if not isinstance(cluster_id, str) or not cluster_id or "." in cluster_id:
+            raise ClientConfigError(f"not a cluster id: {cluster_id!r}")
+        settings, found = reattach_settings(cluster_id, scheduler, tenant, secret_file)
+        info = found.info if found is not None else None
+        self = cls.__new__(cls)
+        self._build(
+            settings, cluster_id, info.name if info and info.name else f"cluster {cluster_id[:8]}",
+            # no spec: the scheduler keeps the cluster's
+            OpenCluster("", "", b"", info.reentrant if info else False, info.priority if info else 0),
+            info.resources if info else None, job_status, cluster_status, dest_path, found,
+        )
+        try:
+            self._start()
+        except BaseException:
+            if self._recover_log is not None:
+                self._recover_log.close()
+            raise
+        return self
+
+    def _build(
+        self,
+        settings: ClientSettings,
+        cluster_id: str,
+        name: str,
+        opening: OpenCluster,
+        resources: Mapping[str, Any] | None,
+        job_status: JobStatusCallback | None,
+        cluster_status: ClusterStatusCallback | None,
+        dest_path: str | os.PathLike[str] | None,
+        recovered: RecoverState | None = None,
+    ) -> None:
+        """The cluster's pieces. ``opening`` carries the spec (empty: a re-attach), ``reentrant`` and
+        ``priority``; ``recovered`` is a reattached cluster's recover file, read."""
+        for role, fn in (("job_status", job_status), ("cluster_status", cluster_status)):
+            if fn is not None and not callable(fn):
+                raise ComputationError(f"{role} must be a callable, not {fn!r}")
+        priority = opening.priority
         # (priority 0 is the default: "not set")
         self.default_options: JobOptions | None = (
             make_options(resources=resources, priority=priority or None) if resources or priority else None
         )
         self._default_wire = wire_options(None, self.default_options)
-        self.settings: ClientSettings = resolve_settings(scheduler, tenant, secret_file)
-        self.cluster_id = uuid.uuid4().hex
-        self.name = name or _default_name(computation)
+        self.settings: ClientSettings = settings
+        self.cluster_id = cluster_id
+        self.name = name
         self.resources = dict(resources) if resources else None
         self.priority = priority
+        self.reentrant = opening.reentrant
         self.dest_path = Path(dest_path).absolute() if dest_path is not None else Path.cwd()
-        # what an executor needs to open a sibling cluster for arbitrary functions
         self._sibling: dict[str, Any] = {
-            "depends": depends, "reentrant": reentrant, "resources": resources, "priority": priority,
+            "depends": [], "reentrant": opening.reentrant, "resources": resources, "priority": priority,
             "job_status": job_status, "cluster_status": cluster_status, "dest_path": self.dest_path,
-            "setup": None if isinstance(computation, str | os.PathLike) else setup,
-            "cleanup": None if isinstance(computation, str | os.PathLike) else cleanup,
+            "setup": None, "cleanup": None,
         }
         self._callbacks: CallbackThread | None = None
         if job_status is not None or cluster_status is not None:
@@ -120,16 +191,31 @@ class ClusterCore:
                               cluster_status=cluster_status, callbacks=callbacks)
 
         self._files = FileReceiver(self.dest_path)
-        self._session = ClusterSession(self.cluster_id, feed=feed, files=self._files, canceller=self._cancel)
+        # Reattached with no recover file: unless the scheduler lists every job of the cluster,
+        # the uids of jobs still queued are unknown, and new ones could collide with them.
+        self._blind = not opening.spec and recovered is None
+        self._recover_log = RecoverLog(cluster_id) if self.recoverable else None
+        self._session = ClusterSession(self.cluster_id, feed=feed, files=self._files, canceller=self._cancel,
+                                       job_class=self.job_class, recorder=self._recover_log)
         self._connection = _connection.ClusterConnection(
             self._session,
             self.settings,
-            OpenCluster(self.cluster_id, self.name, spec, reentrant, priority),
+            OpenCluster(cluster_id, name, opening.spec, opening.reentrant, priority),
             _connection.DEFAULT_TIMING,
         )
         self._open = False
         self.recover_file: Path | None = None
-        self._start()
+        if not opening.spec:
+            self._connection.reattaching = True
+            self._session.adopting = True
+            if recovered is not None:
+                self._session.adopt(recovered.pending(), log=False)  # the file lists them already
+                self._session.reserve(recovered.highest())
+                if self._recover_log is not None:
+                    try:
+                        self._recover_log.attach(recovered.path)
+                    except OSError as exc:
+                        self._no_recover_log(f"cannot append to the recover file {recovered.path}: {exc}")
 
     def _start(self) -> None:
         """What a subclass does once the cluster is built (the sync cluster opens it here)."""
@@ -153,6 +239,12 @@ class ClusterCore:
             raise ClusterClosedError(f"cluster {self.cluster_id} is closed")
         if self._connection.fatal is not None:
             raise ClusterClosedError(f"cluster {self.cluster_id} cannot be used: {self._connection.fatal}")
+        if self._blind and not self._session.whole_listing:
+            raise ClusterError(
+                f"cannot submit to cluster {self.cluster_id}: it was reattached without its recover file, and the "
+                "scheduler did not list all its jobs, so a new job could take the uid of a queued one; reattach "
+                f"from the directory holding {recover_path(self.cluster_id).name} to submit"
+            )
 
     def _options(self, options: JobOptions | None) -> WireOptions | None:
         if options is None:
@@ -214,25 +306,42 @@ class ClusterCore:
     def _opened(self) -> None:
         """The scheduler opened the cluster: accept jobs, write the recover file, tell the user."""
         self._open = True
-        self.recover_file = self._write_recover_file() if self.recoverable else None
+        self.recover_file = self._write_recover_file()
         where = f"; recover file {self.recover_file}" if self.recover_file is not None else ""
-        print(f"fairpool: cluster {self.cluster_id} open on {self.settings.scheduler}{where}", file=sys.stderr)
+        how = "reattached" if self._session.adopting else "open"
+        print(f"fairpool: cluster {self.cluster_id} {how} on {self.settings.scheduler}{where}", file=sys.stderr)
 
     def _write_recover_file(self) -> Path | None:
+        log = self._recover_log
+        if log is None:
+            return None
+        if log.path is not None:
+            return log.path  # a reattached cluster carries on the file it found
         info = RecoverInfo(
             cluster_id=self.cluster_id,
             scheduler=str(self.settings.scheduler),
             tenant=self.settings.tenant,
             secret_file=str(self.settings.secret_file),
             created=time.time(),
+            name=self.name,
+            reentrant=self.reentrant,
+            priority=self.priority,
+            resources=_jsonable(self.resources),
         )
         try:
-            return write_recover_file(info).absolute()
+            # (a reattached cluster with no file here: jobs adopted so far follow the header)
+            return log.create(info)
         except OSError as exc:
-            logger.warning("cluster %s: cannot write the recover file: %s", self.cluster_id, exc)
+            self._no_recover_log(f"cannot write the recover file: {exc}")
             return None
 
+    def _no_recover_log(self, why: str) -> None:
+        logger.warning("cluster %s: %s", self.cluster_id, why)
+        self._recover_log = self._session.recorder = None  # (else it would hold every line in memory)
+
     def _remove_recover_file(self) -> None:
+        if self._recover_log is not None:
+            self._recover_log.close()
         if self.recover_file is None:
             return
         if not self._session.all_received():
@@ -261,6 +370,15 @@ def _default_name(computation: Computation) -> str:
         return os.path.basename(os.fspath(computation))
     name = getattr(computation, "__qualname__", None) or getattr(computation, "__name__", None)
     return name if isinstance(name, str) else type(computation).__name__
+
+
+def _jsonable(resources: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The resources as the recover file can keep them (JSON values), else None."""
+    try:
+        json.dumps(resources)
+    except (TypeError, ValueError):
+        return None
+    return resources
 
 
 def _refuse_unsupported(**given: Any) -> None:

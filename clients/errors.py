@@ -36,6 +36,15 @@ class ClusterRefused(SchedulerConnectionError):
     """The scheduler answered OpenCluster with an error: this cluster cannot be opened."""
 
 
+class ClusterNotFound(ClusterRefused):
+    """Re-attaching: the scheduler has no such cluster for this tenant (never opened there,
+    another tenant's, or over with every result collected)."""
+
+
+class NoRecoverFile(ClusterError, FileNotFoundError):
+    """``recover_jobs()`` found no recover file in the working directory."""
+
+
 class ClusterClosedError(ClusterError, RuntimeError):
     """The cluster was closed (or its connection thread stopped): it accepts no more work."""
 

@@ -106,6 +106,12 @@ class JobCluster(SharedJobCluster):
             self.pool.stop()
             raise
 
+    @classmethod
+    def reattach(cls, cluster_id: str, **options: Any) -> JobCluster:
+        """A private pool ends with its cluster: there is nothing to re-attach to."""
+        raise TypeError("a JobCluster's private pool ends with the cluster: it cannot be reattached "
+                        "(SharedJobCluster.reattach re-attaches to a shared scheduler's cluster)")
+
     def close(self, timeout: float | None = None, terminate: bool = False) -> None:
         """Close the cluster (as SharedJobCluster.close), then stop the private pool."""
         try:

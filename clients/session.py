@@ -19,6 +19,12 @@ are in place before its future settles. Status changes go through the
 ``StatusFeed`` (at once, or via the callback thread when there is a
 ``job_status`` callback).
 
+A reattached cluster's session starts with the dead client's jobs (``adopt``:
+from its recover file, or the scheduler's list of the cluster's jobs) and, while
+``adopting``, takes any job of its cluster the scheduler reports as its own;
+new uids are numbered after every one known (``reserve``). A ``RecoverLog``
+gets the uids sent, queued and received (a result before its acknowledgement).
+
 Only ``add``/``add_many``/``request_cancel``/``jobs``/``wait`` and the
 counters are called from user threads; everything else runs in the
 connection thread.
@@ -28,12 +34,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
 
 import cloudpickle
 
+from fairpool.clients.errors import JobAbandoned
 from fairpool.clients.files import FileReceiver
 from fairpool.clients.job import Job
+from fairpool.clients.reattach import MISSING_REASON
+from fairpool.clients.recover import RecoverLog, job_number
 from fairpool.clients.statuses import StatusFeed
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import (
@@ -70,10 +80,18 @@ class ClusterSession:
         feed: Callable[[Callable[[int], None]], StatusFeed] | None = None,
         files: FileReceiver | None = None,
         canceller: Callable[[Job], bool] | None = None,
+        job_class: type[Job] = Job,
+        recorder: RecoverLog | None = None,
     ) -> None:
         """``feed`` builds the StatusFeed from the session's "futures settled" counter
-        (default: no callbacks); ``canceller`` is what ``job.cancel()`` calls."""
+        (default: no callbacks); ``canceller`` is what ``job.cancel()`` calls; ``recorder``
+        logs the jobs' progress to the recover file."""
         self.cluster_id = cluster_id
+        self.recorder = recorder
+        self.adopting = False  # a reattached cluster: jobs the scheduler reports are ours
+        self.whole_listing = False  # the scheduler listed every job of the cluster it holds
+        self._job_class = job_class
+        self._listed: set[str] = set()
         self._lock = threading.Lock()
         self._settled_all = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
@@ -163,6 +181,9 @@ class ClusterSession:
         with self._lock:
             new, self._new = self._new, []
             self._flush_requested = False
+            count = self._count
+        if new and self.recorder is not None:
+            self.recorder.sent(count)  # before they leave: any uid the scheduler may hold is logged
         for item in new:
             self._unqueued[item.uid] = item
         return self._batches(new)
@@ -208,27 +229,40 @@ class ClusterSession:
             self._apply_update(message)
         elif isinstance(message, Queued):
             if message.cluster_id == self.cluster_id:
-                self._apply_queued(message.uids)
+                self._apply_queued(message)
         elif isinstance(message, Error) and message.ref in self._jobs:
             # A refused job: it will never run, so it ends here.
             self._apply_results([JobResult(message.ref, "FAILED", reason=f"refused by the scheduler: {message.reason}")])
+        elif isinstance(message, Error) and message.ref == self.cluster_id and self._unqueued:
+            # The cluster itself is refused now (closed, or unknown): no job sent will be queued.
+            logger.warning("cluster %s: the scheduler refuses the cluster's jobs: %s", self.cluster_id, message.reason)
+            reason = f"refused by the scheduler: {message.reason}"
+            self._apply_results([JobResult(uid, "FAILED", reason=reason) for uid in list(self._unqueued)])
         elif isinstance(message, NodeEvent):
             self.feed.node_event(message)
         else:
             return False
         return True
 
-    def _apply_queued(self, uids: list[str]) -> None:
+    def _apply_queued(self, message: Queued) -> None:
         jobs = self._jobs
         unqueued = self._unqueued
         show = self.feed.show
-        for uid in uids:
+        ids: dict[str, Any] = {}
+        for uid in message.uids:
             unqueued.pop(uid, None)
             job = jobs.get(uid)
-            if job is not None and job.phase is JobStatus.CREATED:
-                show(job, JobStatus.QUEUED)
+            if job is not None:
+                if job.phase is JobStatus.CREATED:
+                    show(job, JobStatus.QUEUED)
+                if job.id is not None:
+                    ids[uid] = job.id
+        if self.recorder is not None:
+            self.recorder.queued(message.uids, message.at, ids)
 
     def _apply_update(self, update: JobsUpdate) -> None:
+        if self.adopting:
+            self._adopt_unknown(update)
         jobs = self._jobs
         feed = self.feed
         for started in update.started:
@@ -287,7 +321,66 @@ class ClusterSession:
         if not self._acks:
             return None
         acks, self._acks = self._acks, []
+        if self.recorder is not None:
+            self.recorder.received(acks)  # first: once acknowledged, the scheduler forgets them
         return AckResults(acks)
+
+    # --- jobs of an earlier client (a reattached cluster) -----------------------
+
+    def adopt(self, known: Iterable[tuple[str, float, Any]], running: Collection[str] = (), *, log: bool = True) -> int:
+        """Take on jobs an earlier client submitted, as ``(uid, submitted_at, job.id)``: QUEUED, or RUNNING
+        if in ``running``; uids known already (or not of this cluster) are skipped. Returns how many were new."""
+        numbered = sorted(((job_number(uid, self.cluster_id), uid, at, job_id) for uid, at, job_id in known),
+                          key=lambda item: item[0])
+        adopted: list[Job] = []
+        with self._lock:
+            for number, uid, at, job_id in numbered:
+                if not number or uid in self._jobs:
+                    continue
+                job = self._job_class((), {}, at)
+                job.uid, job.id, job.canceller = uid, job_id, self._canceller
+                job.phase = job.status = JobStatus.RUNNING if uid in running else JobStatus.QUEUED
+                self._jobs[uid] = job
+                self._count = max(self._count, number)
+                adopted.append(job)
+            self._outstanding += len(adopted)
+        if adopted and log and self.recorder is not None:
+            ids = {job.uid: job.id for job in adopted if job.id is not None}
+            self.recorder.queued([job.uid for job in adopted], adopted[0].submitted_at, ids)
+        return len(adopted)
+
+    def reserve(self, number: int) -> None:
+        """New jobs are numbered after ``number`` (an earlier client may have sent that many)."""
+        with self._lock:
+            self._count = max(self._count, number)
+
+    def _adopt_unknown(self, update: JobsUpdate) -> None:
+        jobs = self._jobs
+        unknown = [item.uid for group in (update.started, update.results, update.provisional, update.files)
+                   for item in group if item.uid not in jobs]
+        if unknown:
+            self.adopt((uid, 0.0, None) for uid in dict.fromkeys(unknown))
+
+    def apply_listing(self, entries: list[tuple[str, str, float]]) -> None:
+        """The scheduler's list of this cluster's jobs, as (uid, status, submitted_at): each one is ours."""
+        self._listed.update(uid for uid, _, _ in entries)
+        running = {uid for uid, status, _ in entries if status in ("RUNNING", "PROVISIONAL")}
+        self.adopt(((uid, at, None) for uid, _, at in entries), running)
+
+    def settle_missing(self) -> int:
+        """After a whole listing: end the jobs we know that the scheduler does not (their results
+        will never come); returns how many."""
+        listed, self._listed = self._listed, set()
+        with self._lock:
+            missing = [job for uid, job in self._jobs.items()
+                       if uid not in listed and uid not in self._unqueued and not job.phase.is_final]
+        settled = 0
+        for job in missing:
+            settled += self.feed.end(job, (JobStatus.ABANDONED, MISSING_REASON, None, JobAbandoned(MISSING_REASON, job.uid)))
+        self._settled(settled)
+        if missing and self.recorder is not None:
+            self.recorder.received(job.uid for job in missing)  # nothing more to wait for
+        return len(missing)
 
     def abort_all(self, error: BaseException) -> int:
         """Settle every unsettled job with ``error`` (the cluster will not hear about them again).
@@ -299,3 +392,4 @@ class ClusterSession:
         aborted = sum(1 for job in jobs if not job.phase.is_final and job.abort(error))
         self._settled(aborted, aborted)
         return aborted
+

@@ -6,10 +6,24 @@ messages), records every message it receives, and runs jobs inline by
 unpickling the cluster's code -- which the real scheduler never does, but a
 fake standing in for scheduler *and* node may. Knobs make it misbehave on
 purpose: drop the connection on a given Submit, drop it after queueing but
-before delivering results, hold jobs until released, refuse the cluster.
+before delivering results, hold jobs until released, hold back the Queued
+acknowledgements, refuse the cluster.
 ``CancelJobs`` ends a held job CANCELLED (as the scheduler does a queued
 one); ``push`` sends any message (provisional results, file chunks, node
 events...) to a cluster's client, as the scheduler forwards them.
+
+Re-attaching works as in the real scheduler: an ``OpenCluster`` for a cluster
+that exists and is the same tenant's answers ``ClusterOpened``, then re-sends
+in one ``JobsUpdate`` a ``JobStarted`` for each job started and not ended and
+every result not acknowledged; another tenant's cluster, or an unknown one
+opened with an empty spec, gets ``Error("no such cluster")`` (the real
+scheduler would open an empty cluster: the client probes first, so it never
+asks). It answers the two requests a re-attaching client probes with:
+``cluster.stats`` (is the cluster there?) and ``jobs.list`` (the cluster's
+jobs, as ``{"uid", "status", "submitted_at"}``), unless
+``answer_requests=False``; ``forget(uid)`` drops a job (a purged result).
+A cluster whose client hangs up stays, and its jobs go on (``release`` runs
+them while nobody listens; their results wait for a re-attach).
 """
 
 from __future__ import annotations
@@ -17,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,6 +59,8 @@ from fairpool.messages import (
     Message,
     OpenCluster,
     Queued,
+    Reply,
+    Request,
     Submit,
 )
 from fairpool.protocol import ProtocolError
@@ -88,12 +104,19 @@ class FakeOutbox:
                 return
 
 
+NOT_FOUND = "no such cluster"
+
+
 @dataclass
 class FakeCluster:
     cluster_id: str
     computation: Callable[..., Any]
+    tenant: str = ""
     jobs: dict[str, JobSubmit] = field(default_factory=dict)
+    started: dict[str, JobStarted] = field(default_factory=dict)  # started and not ended
     unacked: dict[str, JobResult] = field(default_factory=dict)
+    acked: set[str] = field(default_factory=set)  # forgotten
+    queued_at: dict[str, float] = field(default_factory=dict)
     held: list[JobSubmit] = field(default_factory=list)
     outbox: FakeOutbox | None = None
 
@@ -108,6 +131,8 @@ class FakeScheduler:
         drop_before_results: bool = False,
         refuse_open: str = "",
         silent_connections: frozenset[int] = frozenset(),
+        hold_queued: bool = False,
+        answer_requests: bool = True,
     ) -> None:
         self.secret = secret
         self.hold_jobs = hold_jobs
@@ -115,6 +140,9 @@ class FakeScheduler:
         self.drop_before_results = drop_before_results  # once: queue, then drop before any result
         self.refuse_open = refuse_open
         self.silent_connections = silent_connections  # connection numbers that get no heartbeats
+        self.hold_queued = hold_queued  # keep Queued acknowledgements until send_queued()
+        self._queued_held: list[tuple[FakeOutbox, Queued]] = []
+        self.answer_requests = answer_requests  # else every Request gets "unknown request"
         self.peers: list[Peer] = []
         self.clusters: dict[str, FakeCluster] = {}
         self.connections = 0
@@ -158,13 +186,28 @@ class FakeScheduler:
             if not self._changed.wait_for(predicate, timeout):
                 raise AssertionError(f"condition not reached within {timeout}s")
 
-    def release(self) -> None:
-        """Run every held job and send the results."""
-        trio.from_thread.run_sync(self._release, trio_token=self._token)
+    def release(self, uids: Collection[str] | None = None) -> None:
+        """Run the held jobs (those of ``uids``; None: all) and send the results."""
+        trio.from_thread.run_sync(self._release, uids, trio_token=self._token)
 
-    def start_held(self) -> None:
-        """Tell clients their held jobs started (without running them)."""
-        trio.from_thread.run_sync(self._start_held, trio_token=self._token)
+    def start_held(self, uids: Collection[str] | None = None) -> None:
+        """Tell clients their held jobs (those of ``uids``; None: all) started, without running them."""
+        trio.from_thread.run_sync(self._start_held, uids, trio_token=self._token)
+
+    def forget(self, uid: str) -> None:
+        """Drop a job as if its result had been purged after the retention time."""
+        trio.from_thread.run_sync(self._forget, uid, trio_token=self._token)
+
+    def _forget(self, uid: str) -> None:
+        for cluster in self.clusters.values():
+            if cluster.jobs.pop(uid, None) is not None:
+                cluster.held = [job for job in cluster.held if job.uid != uid]
+                cluster.started.pop(uid, None)
+                cluster.unacked.pop(uid, None)
+
+    def send_queued(self) -> None:
+        """Send the Queued acknowledgements held back (``hold_queued``), and stop holding them."""
+        trio.from_thread.run_sync(self._send_queued, trio_token=self._token)
 
     def push(self, cluster_id: str, *messages: Message) -> None:
         """Send these messages to the cluster's client."""
@@ -221,7 +264,7 @@ class FakeScheduler:
                         nursery.start_soon(self._heartbeats, outbox)
                     for message in messages:
                         self._record(number, message)
-                        if not self._on_message(message, outbox):
+                        if not self._on_message(message, outbox, peer.tenant):
                             outbox.drop_after_sending()
                             break
                 await trio.sleep_forever()  # until the writer has sent the rest and cancels us
@@ -238,20 +281,23 @@ class FakeScheduler:
             outbox.put(Heartbeat(time.time()))
             await trio.sleep(0.2)
 
-    def _on_message(self, message: Message, outbox: FakeOutbox) -> bool:
+    def _on_message(self, message: Message, outbox: FakeOutbox, tenant: str = "") -> bool:
         """Handle one message; False means: drop this connection now."""
         if isinstance(message, OpenCluster):
             if self.refuse_open:
                 outbox.put(Error(self.refuse_open, ref=message.cluster_id))
                 return True
             cluster = self.clusters.get(message.cluster_id)
+            if (cluster is None and not message.spec) or (cluster is not None and cluster.tenant != tenant):
+                outbox.put(Error(NOT_FOUND, ref=message.cluster_id))
+                return True
             if cluster is None:
                 computation, _setup, _cleanup = cloudpickle.loads(decode_spec(message.spec).code)
-                cluster = self.clusters[message.cluster_id] = FakeCluster(message.cluster_id, computation)
+                cluster = self.clusters[message.cluster_id] = FakeCluster(message.cluster_id, computation, tenant)
             cluster.outbox = outbox
             outbox.put(ClusterOpened(message.cluster_id))
-            if cluster.unacked:  # re-attach: re-send every result not acknowledged
-                outbox.put(JobsUpdate([], list(cluster.unacked.values())))
+            if cluster.started or cluster.unacked:  # re-attach: what runs, and every result not acknowledged
+                outbox.put(JobsUpdate(list(cluster.started.values()), list(cluster.unacked.values())))
         elif isinstance(message, Submit):
             self._submits += 1
             if self._submits == self.drop_on_submit:
@@ -260,7 +306,12 @@ class FakeScheduler:
             new = [job for job in message.jobs if job.uid not in cluster.jobs]
             for job in new:
                 cluster.jobs[job.uid] = job
-            outbox.put(Queued(message.cluster_id, [job.uid for job in message.jobs], time.time()))
+                cluster.queued_at[job.uid] = time.time()
+            queued = Queued(message.cluster_id, [job.uid for job in message.jobs], time.time())
+            if self.hold_queued:
+                self._queued_held.append((outbox, queued))
+            else:
+                outbox.put(queued)
             if self.drop_before_results:
                 self.drop_before_results = False
                 for job in new:
@@ -273,18 +324,48 @@ class FakeScheduler:
         elif isinstance(message, AckResults):
             for cluster in self.clusters.values():
                 for uid in message.uids:
-                    cluster.unacked.pop(uid, None)
+                    if cluster.unacked.pop(uid, None) is not None:
+                        cluster.acked.add(uid)
         elif isinstance(message, CloseCluster):
             outbox.put(ClusterClosed(message.cluster_id))
         elif isinstance(message, CancelJobs):
             self._cancel(set(message.uids))
+        elif isinstance(message, Request):
+            outbox.put(self._answer(message, tenant))
         return True
+
+    def _answer(self, request: Request, tenant: str) -> Reply:
+        if not self.answer_requests:
+            return Reply(request.id, False, error=f"unknown request {request.verb!r}")
+        if request.verb == "cluster.stats":
+            cluster = self.clusters.get(str(request.args["cluster_id"]))
+            if cluster is None or cluster.tenant != tenant:
+                return Reply(request.id, False, error=NOT_FOUND)
+            return Reply(request.id, True, {"cluster_id": cluster.cluster_id, "jobs": len(self._held_jobs(cluster))})
+        if request.verb == "jobs.list":
+            cluster = self.clusters.get(str(request.args.get("cluster")))
+            if cluster is None or cluster.tenant != tenant:
+                return Reply(request.id, True, [])
+            views = [{"uid": uid, "cluster_id": cluster.cluster_id, "tenant": tenant, "status": status,
+                      "submitted_at": cluster.queued_at.get(uid, 0.0)} for uid, status in self._held_jobs(cluster)]
+            return Reply(request.id, True, views[:int(request.args.get("limit") or 10_000)])
+        return Reply(request.id, False, error=f"unknown request {request.verb!r}")
+
+    @staticmethod
+    def _held_jobs(cluster: FakeCluster) -> list[tuple[str, str]]:
+        def status(uid: str) -> str:
+            result = cluster.unacked.get(uid)
+            return result.status if result else "RUNNING" if uid in cluster.started else "QUEUED"
+
+        return [(uid, status(uid)) for uid in cluster.jobs if uid not in cluster.acked]
 
     def _cancel(self, uids: set[str]) -> None:
         for cluster in self.clusters.values():
             cancelled = [job for job in cluster.held if job.uid in uids]
             cluster.held = [job for job in cluster.held if job.uid not in uids]
             results = [JobResult(job.uid, "CANCELLED", reason="cancelled by the client") for job in cancelled]
+            for result in results:
+                cluster.started.pop(result.uid, None)
             cluster.unacked.update((r.uid, r) for r in results)
             if cluster.outbox is not None and results:
                 cluster.outbox.put(JobsUpdate([], results))
@@ -292,15 +373,25 @@ class FakeScheduler:
     def _deliver(self, cluster: FakeCluster, jobs: list[JobSubmit]) -> None:
         started = [JobStarted(job.uid, "fake-node", time.time()) for job in jobs]
         results = [self._run(cluster, job) for job in jobs]
+        for job in jobs:
+            cluster.started.pop(job.uid, None)
         cluster.unacked.update((r.uid, r) for r in results)
         if cluster.outbox is not None and jobs:
             cluster.outbox.put(JobsUpdate(started, results))
 
-    def _start_held(self) -> None:
+    def _start_held(self, uids: Collection[str] | None) -> None:
         for cluster in self.clusters.values():
-            started = [JobStarted(job.uid, "fake-node", time.time()) for job in cluster.held]
+            started = [JobStarted(job.uid, "fake-node", time.time()) for job in cluster.held
+                       if uids is None or job.uid in uids]
+            cluster.started.update((s.uid, s) for s in started)
             if cluster.outbox is not None and started:
                 cluster.outbox.put(JobsUpdate(started, []))
+
+    def _send_queued(self) -> None:
+        self.hold_queued = False
+        held, self._queued_held = self._queued_held, []
+        for outbox, queued in held:
+            outbox.put(queued)
 
     def _push(self, cluster_id: str, messages: tuple[Message, ...]) -> None:
         outbox = self.clusters[cluster_id].outbox
@@ -308,9 +399,10 @@ class FakeScheduler:
         for message in messages:
             outbox.put(message)
 
-    def _release(self) -> None:
+    def _release(self, uids: Collection[str] | None) -> None:
         for cluster in self.clusters.values():
-            held, cluster.held = cluster.held, []
+            held = [job for job in cluster.held if uids is None or job.uid in uids]
+            cluster.held = [job for job in cluster.held if job not in held]
             self._deliver(cluster, held)
 
     @staticmethod

@@ -89,7 +89,7 @@ def test_explain_says_how_many_jobs_are_ahead() -> None:
     policy.dequeue(by_seq[2])
     assert policy.explain(by_seq[1]).reason == "0 job(s) submitted earlier are still queued"
     assert str(policy.explain(by_seq[4])) == (
-        "fifo: job alice.4 of tenant alice: 2 job(s) submitted earlier are still queued (rank 1 of 1)")
+        "fifo: job alice.4 of tenant alice: 2 job(s) submitted earlier are still queued (rank 3 of 3)")
 
 
 def test_explain_says_when_a_job_is_not_queued() -> None:
