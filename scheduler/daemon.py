@@ -279,8 +279,7 @@ async def serve_scheduler(config: SchedulerConfig, *, task_status: trio.TaskStat
         finally:
             address_file.unlink(missing_ok=True)
             if server.writer is not None:
-                server.writer.end_of_batch()
-                server.writer.journal.sync()  # what was acknowledged is on disk already; the rest too
+                server.writer.flush()  # what was acknowledged is on disk already; the rest too
                 server.writer.journal.close()
             lock.close()
             log.info("scheduler stopped", **server.state.statistics())

@@ -3,8 +3,9 @@
 The state task appends records as it produces them (``append``) and hands
 every outgoing message to ``send``. A message marked durable (a QUEUED
 acknowledgement, the echo that lets a node forget its results) waits until
-one fsync covers every record appended before it; messages to the same
-peer behind it wait too, so nothing overtakes it. ``run_commits`` is the one
+one fsync covers every record appended before it (and durable messages
+keep their order); other messages go at once, so that the fsync stays off
+every job's round trip. ``run_commits`` is the one
 task that fsyncs — in a worker thread, since the OS gives no async fsync —
 covering whatever accumulated meanwhile: one fsync for a whole burst of
 submits. It also compacts the journal when it has grown past its limit.
@@ -35,51 +36,71 @@ class JournalWriter:
         self._snapshot = snapshot
         self.compact_bytes = compact_bytes
         self._floor = journal.size  # compaction waits until the log has grown past this
-        self._pending: list[JournalRecord] = []
+        self._pending: list[JournalRecord] = []  # appended by the state task, not yet written
+        self._appended = 0  # records appended since start (written or pending)
+        self._synced = 0  # of those, how many are on disk
         self._parked: dict[int, deque[tuple[int, Message]]] = {}
         self._wakeup = trio.Event()
         self.fsyncs = 0
         self.compactions = 0
 
     def append(self, record: JournalRecord) -> None:
+        # Only memory here: the file is written and synced by run_commits in a worker thread, so
+        # the state task never blocks on the disk (a write waits while an fsync runs).
         self._pending.append(record)
+        self._appended += 1
 
     def send(self, conn: int, message: Message, durable: bool) -> None:
-        parked = self._parked.get(conn)
         if durable:
-            self._write_pending()
-            if self.journal.appended > self.journal.synced:
+            if self._appended > self._synced:
+                parked = self._parked.get(conn)
                 if parked is None:
                     parked = self._parked[conn] = deque()
-                parked.append((self.journal.appended, message))
+                parked.append((self._appended, message))
                 self._wakeup.set()
                 return
-        if parked:
-            parked.append((0, message))  # behind a durable one: keep the order
-        else:
-            self._deliver(conn, message)
+            if self._parked.get(conn):
+                self._parked[conn].append((0, message))  # durable ones keep their order
+                return
+        # Not durable: it need not wait. A job's result may so reach its client before the job's
+        # QUEUED does (the client has the result then: nothing is lost); the fsync stays off the
+        # round trip of every job.
+        self._deliver(conn, message)
+
+    @property
+    def unsynced(self) -> int:
+        """Records appended that are not on disk yet."""
+        return self._appended - self._synced
 
     def forget(self, conn: int) -> None:
         self._parked.pop(conn, None)
 
     def end_of_batch(self) -> None:
-        """The state task finished a batch: write what it produced, and have it synced soon."""
-        self._write_pending()
-        if self.journal.appended > self.journal.synced:
+        """The state task finished a batch: have what it produced written and synced soon."""
+        if self._appended > self._synced:
             self._wakeup.set()
 
-    def _write_pending(self) -> None:
-        if self._pending:
-            records, self._pending = self._pending, []
-            self.journal.append(records)
+    def flush(self) -> None:
+        """Write and sync everything now, blocking (at shutdown, and before compacting)."""
+        self._write_and_sync(self._take())
+
+    def _take(self) -> tuple[list[JournalRecord], int]:
+        records, self._pending = self._pending, []
+        return records, self._appended
+
+    def _write_and_sync(self, batch: tuple[list[JournalRecord], int]) -> None:
+        records, upto = batch
+        self.journal.append(records)
+        self.journal.sync()
+        self._synced = max(self._synced, upto)
 
     async def run_commits(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            self._write_pending()
-            if self.journal.appended > self.journal.synced:
-                await trio.to_thread.run_sync(self.journal.sync)
+            if self._appended > self._synced:
+                # Everything pending goes in one write and one fsync: the group commit.
+                await trio.to_thread.run_sync(self._write_and_sync, self._take())
                 self.fsyncs += 1
             self._release()
             if self.journal.size > max(self.compact_bytes, 2 * self._floor):
@@ -87,7 +108,7 @@ class JournalWriter:
 
     def compact(self) -> None:
         """Rewrite the journal as a snapshot of the live state (synchronous: nothing else runs)."""
-        self._write_pending()
+        self.flush()
         before = self.journal.size
         self.journal.replace_with(self._snapshot())
         self._floor = self.journal.size
@@ -96,7 +117,7 @@ class JournalWriter:
         self._release()
 
     def _release(self) -> None:
-        synced = self.journal.synced
+        synced = self._synced
         for conn in list(self._parked):
             parked = self._parked[conn]
             while parked and parked[0][0] <= synced:

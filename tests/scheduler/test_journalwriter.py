@@ -94,7 +94,7 @@ async def test_durable_send_is_delivered_only_after_the_sync_covering_earlier_re
     writer.append(opened(1))
     writer.send(1, queued(1), durable=True)
     assert wire.sent == []
-    assert (writer.journal.appended, writer.journal.synced) == (1, 0)  # written, not yet durable
+    assert (writer.unsynced, writer.journal.size) == (1, 0)  # held in memory: the commit task writes it
     async with committing(writer):
         await until(lambda: wire.sent)
     assert wire.sent == [(1, queued(1), 1)]
@@ -109,16 +109,28 @@ async def test_durable_send_with_nothing_unsynced_goes_at_once(tmp_path: Path) -
     assert writer.fsyncs == 0
 
 
-async def test_a_later_message_to_the_same_connection_does_not_overtake_a_held_one(tmp_path: Path) -> None:
+async def test_a_later_message_that_need_not_be_durable_is_not_held_behind_a_durable_one(tmp_path: Path) -> None:
+    """A result must not wait for the fsync of its job's QUEUED: the fsync stays off the round trip."""
     writer, wire = make_writer(tmp_path)
     writer.append(opened(1))
     writer.send(1, queued(1), durable=True)
     later = Dispatch([], [])
     writer.send(1, later, durable=False)
-    assert wire.sent == []
+    assert wire.to(1) == [later]
     async with committing(writer):
         await until(lambda: len(wire.sent) == 2)
-    assert wire.to(1) == [queued(1), later]
+    assert wire.to(1) == [later, queued(1)]
+
+
+async def test_durable_messages_to_one_connection_keep_their_order(tmp_path: Path) -> None:
+    writer, wire = make_writer(tmp_path)
+    writer.append(opened(1))
+    writer.send(1, queued(1), durable=True)
+    writer.append(opened(2))
+    writer.send(1, queued(2), durable=True)
+    async with committing(writer):
+        await until(lambda: len(wire.sent) == 2)
+    assert wire.to(1) == [queued(1), queued(2)]
 
 
 async def test_messages_to_other_connections_are_not_held(tmp_path: Path) -> None:
@@ -162,7 +174,7 @@ async def test_end_of_batch_has_records_without_sends_synced(tmp_path: Path) -> 
     async with committing(writer):
         writer.append(RAcked(["c1.0"]))
         writer.end_of_batch()
-        assert writer.journal.appended == 1
+        assert writer.unsynced == 1
         await until(lambda: writer.journal.synced == 1)
     assert writer.fsyncs == 1
 
@@ -201,8 +213,7 @@ async def test_the_journal_is_compacted_once_it_grows_past_compact_bytes(tmp_pat
     assert writer.compactions == 1
     assert read_journal(writer.journal.path).records == snapshot
     writer.append(RAcked(["c1.0"]))
-    writer.end_of_batch()
-    writer.journal.sync()
+    writer.flush()
     assert read_journal(writer.journal.path).records == [*snapshot, RAcked(["c1.0"])]
 
 
@@ -215,12 +226,13 @@ async def test_a_journal_that_starts_big_is_compacted_only_once_it_doubles(tmp_p
     size = journal.size
     writer, _ = make_writer(tmp_path, compact_bytes=100, journal=journal, snapshot=lambda: [opened(0)])
     async with committing(writer):
-        n = 10
-        while writer.journal.size + len(frame(encode_record(opened(n)))) <= 2 * size:  # up to twice its size
+        n, grown = 10, size
+        while grown + len(frame(encode_record(opened(n)))) <= 2 * size:  # up to twice its size
+            grown += len(frame(encode_record(opened(n))))
             writer.append(opened(n))
             writer.end_of_batch()
             n += 1
-        await until(lambda: writer.journal.synced == writer.journal.appended)
+        await until(lambda: writer.unsynced == 0)
         assert writer.compactions == 0 and writer.journal.size > writer.compact_bytes
         for m in range(n, n + 10):
             writer.append(opened(m))
