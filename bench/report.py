@@ -18,6 +18,8 @@ LABELS = {
     "fairpool map": "fairpool map",
     "fairpool-nojournal": "fairpool, journal off",
     "fairpool-nojournal map": "fairpool map, journal off",
+    "fairpool async": "fairpool, trio client",
+    "fairpool-nojournal async": "fairpool, trio client, journal off",
     "dispy": "dispy SharedJobCluster",
     "dask": "Dask LocalCluster",
     "pool": "ProcessPoolExecutor(2)",
@@ -56,6 +58,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "map_jobs_s": pick("map", "jobs_s"),
         "p50_ms": pick("latency", "p50_ms"),
         "p99_ms": pick("latency", "p99_ms"),
+        "async_p50_ms": pick("async_latency", "p50_ms"),
+        "async_p99_ms": pick("async_latency", "p99_ms"),
         "scheduler_rss_mb": _median([f.get("scheduler_rss_mb") for f in ok]),
         "rss_of": next((f["rss_of"] for f in ok if f.get("rss_of")), None),
         "job_errors": sum(_counted(f, "errors") for f in ok),
@@ -121,8 +125,11 @@ def table(summaries: dict[str, dict[str, Any]]) -> str:
             "-" if no_figures else f"{s['job_errors']}/{s['jobs_checked']}",
             _status(s),
         ))  # fmt: skip
-        if name == "fairpool" and s["map_jobs_s"] is not None:
-            rows.append((LABELS["fairpool map"], _num(s["map_jobs_s"], 0), "", "", "", "", ""))
+        if name.startswith("fairpool") and s["map_jobs_s"] is not None:
+            rows.append((LABELS[f"{name} map"], _num(s["map_jobs_s"], 0), "", "", "", "", ""))
+        if name.startswith("fairpool") and s.get("async_p50_ms") is not None:
+            rows.append((LABELS[f"{name} async"], "", _num(s["async_p50_ms"], 2), _num(s["async_p99_ms"], 2),
+                         "", "", ""))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for i, row in enumerate([header, *rows]):

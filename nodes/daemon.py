@@ -97,6 +97,9 @@ def write_cluster_files(directory: Path, spec: ClusterSpec) -> None:
             os.fchmod(f.fileno(), mode)
 
 
+#: How long news that a job started may wait for its result, to travel together.
+STARTED_DELAY = 0.002
+
 class _NodeDaemon:
     def __init__(self, config: NodeConfig, secret: bytes) -> None:
         self.config = config
@@ -107,6 +110,7 @@ class _NodeDaemon:
         self.held = HeldProgress()
         self.session = uuid.uuid4().hex  # this run of the node: a restarted node has lost what it ran
         self._wakeup = trio.Event()
+        self._urgent = trio.Event()  # results (or what jobs send) are waiting: no delay
         self._installed: dict[str, bytes] = {}  # cluster -> digest of the spec its files came from
         self._bad: dict[str, str] = {}  # cluster -> why its tasks cannot run here
         self._heartbeats: dict[float, int] = {}  # heartbeat sent -> progress batches handed over before it
@@ -120,6 +124,8 @@ class _NodeDaemon:
     ) -> None:
         self.held.add(started, results, provisional, files)
         self._wakeup.set()
+        if results or provisional or files:
+            self._urgent.set()
 
     # --- connection ------------------------------------------------------------
 
@@ -197,7 +203,14 @@ class _NodeDaemon:
     async def _pump(self, outbox: Outbox) -> None:
         while True:
             await self._wakeup.wait()
+            if not self._urgent.is_set():
+                # Only "started" news: a job that ends within a moment needs no message of its own
+                # (its result says when it started), which saves the scheduler and the client a
+                # message per short job. Results end the wait at once.
+                with trio.move_on_after(STARTED_DELAY):
+                    await self._urgent.wait()
             self._wakeup = trio.Event()
+            self._urgent = trio.Event()
             for progress in self.held.take():
                 outbox.put(progress)
 

@@ -83,6 +83,9 @@ class HeldProgress:
         """What is held, as messages to send in this order (none if nothing is held)."""
         if not (self.started or self.results or self.provisional or self.files):
             return []
+        if self.results and self.started:
+            ended = {r.uid for r in self.results}
+            self.started = [s for s in self.started if s.uid not in ended]  # the result says when it started
         progress: _Progress = (self.started, self.results, self.provisional, self.files)
         self.started, self.results, self.provisional, self.files = [], [], [], []
         self._seq += 1

@@ -28,6 +28,34 @@ def _fairpool_version() -> str:
         return "unknown"
 
 
+def _async_latency(args: argparse.Namespace) -> dict[str, float]:
+    """The same sequential round trips with the trio-native client: no thread hand-off."""
+    import time
+
+    import trio
+
+    from fairpool import AsyncSharedJobCluster
+
+    async def run() -> list[float]:
+        samples: list[float] = []
+        async with AsyncSharedJobCluster(f, scheduler=args.scheduler, secret_file=args.secret_file) as cluster:
+            for x in range(args.latency_jobs):
+                start = time.perf_counter()
+                job = await cluster.submit(x)
+                if await job != 2 * x:
+                    raise ValueError(f"wrong result for {x}")
+                if x >= args.latency_discard:
+                    samples.append((time.perf_counter() - start) * 1000.0)
+        return samples
+
+    measure.phase("async latency")
+    samples = trio.run(run)
+    import statistics
+
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50_ms": cuts[49], "p99_ms": cuts[98], "samples": len(samples)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     measure.add_common_args(parser)
@@ -48,11 +76,13 @@ def main() -> int:
     thr = measure.throughput(cluster.submit, wait, args.jobs)
     bulk = None if args.no_map else measure.bulk(cluster.map, args.jobs)
     lat = measure.latency(cluster.submit, wait, args.latency_jobs, args.latency_discard)
+    async_lat = _async_latency(args)
     measure.emit(
         {
             "throughput": thr,
             "map": bulk,
             "latency": lat,
+            "async_latency": async_lat,
             "warmup_jobs": args.warmup_jobs,
             "warmup_errors": warmup_errors,
             "versions": {"python": sys.version.split()[0], "fairpool": _fairpool_version()},

@@ -20,7 +20,7 @@ def test_everything_held_goes_in_one_message_in_its_fields() -> None:
     held.add([JobStarted("j1", "n1", 1.0)], [], [JobProvisional("j1", b"p", 2.0)], [chunk("j1", 0, 3, True)])
     held.add([], [JobResult("j1", "FINISHED")])
     (message,) = held.take()
-    assert [s.uid for s in message.started] == ["j1"]
+    assert message.started == []  # its result says when it started: no separate news needed
     assert [p.payload for p in message.provisional] == [b"p"]
     assert [c.offset for c in message.files] == [0]
     assert [r.uid for r in message.results] == ["j1"]
@@ -58,3 +58,11 @@ def test_acknowledged_progress_is_not_held_again() -> None:
     held.acknowledged(held.mark())
     held.connection_lost()
     assert held.take() == []
+
+
+def test_a_start_without_its_result_yet_is_sent() -> None:
+    held = HeldProgress()
+    held.add([JobStarted("j1", "n1", 1.0), JobStarted("j2", "n1", 1.5)], [JobResult("j1", "FINISHED")])
+    (message,) = held.take()
+    assert [s.uid for s in message.started] == ["j2"]
+    assert [r.uid for r in message.results] == ["j1"]
