@@ -27,6 +27,9 @@ log = structlog.get_logger("fairpool.scheduler.journal")
 
 Deliver = Callable[[int, Message], None]
 
+#: Records that no acknowledgement waits on are written within this many seconds.
+LAZY_COMMIT = 0.01
+
 
 class JournalWriter:
     def __init__(self, journal: JournalFile, deliver: Deliver, *, compact_bytes: int,
@@ -40,7 +43,8 @@ class JournalWriter:
         self._appended = 0  # records appended since start (written or pending)
         self._synced = 0  # of those, how many are on disk
         self._parked: dict[int, deque[tuple[int, Message]]] = {}
-        self._wakeup = trio.Event()
+        self._wakeup = trio.Event()  # something is not on disk yet
+        self._urgent = trio.Event()  # ...and someone waits for it
         self.fsyncs = 0
         self.compactions = 0
 
@@ -58,6 +62,7 @@ class JournalWriter:
                     parked = self._parked[conn] = deque()
                 parked.append((self._appended, message))
                 self._wakeup.set()
+                self._urgent.set()
                 return
             if self._parked.get(conn):
                 self._parked[conn].append((0, message))  # durable ones keep their order
@@ -97,7 +102,13 @@ class JournalWriter:
     async def run_commits(self) -> None:
         while True:
             await self._wakeup.wait()
+            if not self._urgent.is_set():
+                # Nobody waits on these records (a crash before they are written loses nothing
+                # acknowledged): let them gather, and keep the fsync's cost off busy moments.
+                with trio.move_on_after(LAZY_COMMIT):
+                    await self._urgent.wait()
             self._wakeup = trio.Event()
+            self._urgent = trio.Event()
             if self._appended > self._synced:
                 # Everything pending goes in one write and one fsync: the group commit.
                 await trio.to_thread.run_sync(self._write_and_sync, self._take())
