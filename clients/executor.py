@@ -33,6 +33,7 @@ from fairpool.clients.cluster import SharedJobCluster
 from fairpool.clients.errors import ArgumentsError
 from fairpool.clients.job import Job
 from fairpool.clients.spec import ship_by_value
+from fairpool.jobstatus import JobStatus
 
 
 class ClusterExecutor(Executor):
@@ -102,7 +103,8 @@ class ClusterExecutor(Executor):
             return
         if cancel_futures:
             for job in cluster.jobs():
-                if not job.done():
+                # As concurrent.futures does: only what has not started; running jobs finish.
+                if not job.done() and job.phase in (JobStatus.CREATED, JobStatus.QUEUED):
                     job.cancel()
         if wait:
             cluster.close()

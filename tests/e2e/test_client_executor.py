@@ -115,9 +115,6 @@ def test_executor_shutdown_waits_then_refuses_new_work(pool, tmp_path):
             executor.submit(cube, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ClusterExecutor.shutdown(cancel_futures=True) cancels every unfinished "
-                   "job, the running ones too (clients/executor.py), where concurrent.futures (and its own "
-                   "docstring) cancel only what has not started")
 def test_executor_shutdown_cancel_futures_cancels_pending_not_running(scheduler, start_node, cluster_kwargs,
                                                                       tmp_path):
     start_node(cpus=1, name="n1")
