@@ -39,6 +39,7 @@ from fairpool.clients.core import ClusterCore, ClusterStatusCallback, JobStatusC
 from fairpool.clients.errors import ClusterClosedError
 from fairpool.clients.job import Job
 from fairpool.clients.loopthread import LoopThread
+from fairpool.clients.nodecontrol import NodeControls
 from fairpool.clients.options import JobOptions, make_options
 from fairpool.clients.recover import latest_recover_file
 
@@ -50,7 +51,7 @@ CLOSE_TIMEOUT = 10.0
 CALLBACK_DRAIN_TIMEOUT = 10.0
 
 
-class SharedJobCluster(ClusterCore):
+class SharedJobCluster(ClusterCore, NodeControls):
     """A computation run by a shared fairpool scheduler on its pool of nodes.
 
     Takes SPEC's arguments (see ``ClusterCore``); ``job_status(job)`` is called
@@ -146,6 +147,10 @@ class SharedJobCluster(ClusterCore):
         executor = ClusterExecutor(self)
         self._executors.append(executor)
         return executor
+
+    def _ask(self, verb: str, args: dict[str, Any]) -> Any:
+        self._check_open()
+        return self._loop.call(self._connection.request, verb, args)
 
     def _check_open(self) -> None:
         super()._check_open()

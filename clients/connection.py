@@ -38,7 +38,12 @@ from typing import Any
 
 import trio
 
-from fairpool.clients.errors import ClusterNotFound, ClusterRefused, SchedulerConnectionError
+from fairpool.clients.errors import (
+    ClusterError,
+    ClusterNotFound,
+    ClusterRefused,
+    SchedulerConnectionError,
+)
 from fairpool.clients.reattach import (
     LISTING_ID,
     LISTING_LIMIT,
@@ -59,6 +64,7 @@ from fairpool.messages import (
     Heartbeat,
     OpenCluster,
     Reply,
+    Request,
 )
 from fairpool.protocol import DEFAULT_MAX_FRAME, ProtocolError
 from fairpool.wire import ConnectionClosed, MessageStream, Outbox, open_connection
@@ -103,6 +109,8 @@ class ClusterConnection:
         self._closed: trio.Event | None = None  # set when serve() is over
         self._last_heard = 0.0
         self._acks_due = trio.Event()
+        self._request_ids = 0  # positive ids: reattach's probes use negative ones
+        self._requests: dict[int, list[Any]] = {}  # id -> [Event, Reply]
 
     @property
     def cluster_id(self) -> str:
@@ -340,8 +348,35 @@ class ClusterConnection:
                 return
             outbox.put(Heartbeat(time.time()))
 
+    async def request(self, verb: str, args: dict[str, Any], timeout: float = 30.0) -> Any:
+        """Ask the scheduler (``nodes``, ``stats``...): the reply's body, or ClusterError with its refusal."""
+        outbox = self._outbox
+        if outbox is None:
+            raise SchedulerConnectionError(f"cluster {self.cluster_id}: not connected to the scheduler right now")
+        self._request_ids += 1
+        rid = self._request_ids
+        waiter: list[Any] = [trio.Event(), None]
+        self._requests[rid] = waiter
+        try:
+            outbox.put(Request(rid, verb, args))
+            with trio.fail_after(timeout):
+                await waiter[0].wait()
+        except trio.TooSlowError:
+            raise SchedulerConnectionError(f"the scheduler did not answer {verb!r} within {timeout:g}s") from None
+        finally:
+            self._requests.pop(rid, None)
+        reply: Reply = waiter[1]
+        if not reply.ok:
+            raise ClusterError(f"the scheduler refused {verb!r}: {reply.error}")
+        return reply.body
+
     def _dispatch(self, message: AnyMessage) -> None:
         if self.session.apply(message) or isinstance(message, Heartbeat | ClusterOpened):
+            return
+        if isinstance(message, Reply) and message.id in self._requests:
+            waiter = self._requests[message.id]
+            waiter[1] = message
+            waiter[0].set()
             return
         if isinstance(message, Reply) and message.id == LISTING_ID:
             if self._listing_pending:

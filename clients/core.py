@@ -94,7 +94,8 @@ class ClusterCore:
         name: str | None = None,
         tls: Any = None,
     ) -> None:
-        _refuse_unsupported(token=token, nodes=nodes, tls=tls)
+        _refuse_unsupported(token=token, tls=tls)
+        allowed = _node_patterns(nodes)
         depends = list(depends)
         spec = encode_spec(pack_spec(computation, depends, setup, cleanup))
         if len(spec) > MAX_JOB_PAYLOAD:
@@ -104,7 +105,7 @@ class ClusterCore:
             )
         self._build(
             resolve_settings(scheduler, tenant, secret_file), uuid.uuid4().hex, name or _default_name(computation),
-            OpenCluster("", "", spec, reentrant, priority), resources, job_status, cluster_status, dest_path,
+            OpenCluster("", "", spec, reentrant, priority, allowed), resources, job_status, cluster_status, dest_path,
         )
         # what an executor needs to open a sibling cluster for arbitrary functions
         self._sibling["depends"] = depends
@@ -200,7 +201,7 @@ class ClusterCore:
         self._connection = _connection.ClusterConnection(
             self._session,
             self.settings,
-            OpenCluster(cluster_id, name, opening.spec, opening.reentrant, priority),
+            OpenCluster(cluster_id, name, opening.spec, opening.reentrant, priority, opening.nodes),
             _connection.DEFAULT_TIMING,
         )
         self._open = False
@@ -379,6 +380,19 @@ def _jsonable(resources: dict[str, Any] | None) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     return resources
+
+
+def _node_patterns(nodes: Iterable[str] | str | None) -> list[str] | None:
+    """``nodes=``: node names or shell-style patterns ("gpu*") the cluster may run on; None: all."""
+    if nodes is None:
+        return None
+    if callable(nodes):
+        raise NotImplementedError("SharedJobCluster(nodes=<callable>) is not supported by this version of fairpool "
+                                  "yet: give node names or patterns")
+    patterns = [nodes] if isinstance(nodes, str) else list(nodes)
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError(f"nodes= takes node names or patterns (non-empty strings), got {nodes!r}")
+    return patterns
 
 
 def _refuse_unsupported(**given: Any) -> None:

@@ -196,20 +196,17 @@ def _cluster_stats(state: SchedulerState, conn: ConnRecord, args: dict[str, Any]
     cluster = state.clusters.get(str(args["cluster_id"]))
     if cluster is None or (conn.role != "admin" and cluster.tenant != conn.tenant):
         raise Refused("no such cluster")
-    by_status = Counter(j.status.value for j in cluster.jobs.values())
-    by_node: dict[str, dict[str, Any]] = {}
+    # Ended jobs are counted when they end (their records go once acknowledged); the rest live.
+    by_status = Counter(j.status.value for j in cluster.jobs.values() if not j.status.is_final)
+    by_status.update(cluster.ended)
+    by_node: dict[str, dict[str, Any]] = {
+        node: {"jobs": int(done), "done": int(done), "cpu_time": seconds}
+        for node, (done, seconds) in cluster.node_time.items()}
     for job in cluster.jobs.values():
-        node = job.node or (job.result.node if job.result else "")
-        if not node:
-            continue
-        entry = by_node.setdefault(node, {"jobs": 0, "done": 0, "cpu_time": 0.0})
-        entry["jobs"] += 1
-        if job.result is not None:
-            entry["done"] += 1
-            if job.result.finished_at and job.result.started_at:
-                entry["cpu_time"] += job.result.finished_at - job.result.started_at
+        if job.node and not job.status.is_final:
+            by_node.setdefault(job.node, {"jobs": 0, "done": 0, "cpu_time": 0.0})["jobs"] += 1
     return {"cluster_id": cluster.cluster_id, "by_status": dict(by_status), "by_node": by_node,
-            "jobs": len(cluster.jobs)}
+            "jobs": sum(by_status.values())}
 
 
 def _own_cluster(state: SchedulerState, conn: ConnRecord, args: dict[str, Any]) -> ClusterRecord:

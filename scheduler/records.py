@@ -64,7 +64,8 @@ class JobRecord:
 
 class ClusterRecord:
     __slots__ = ("cluster_id", "tenant", "name", "spec", "reentrant", "priority", "conn",
-                 "jobs", "closed", "released", "nodes_with_spec", "created_at", "allowed", "node_cpus")
+                 "jobs", "closed", "released", "nodes_with_spec", "created_at", "allowed", "node_cpus",
+                 "ended", "node_time")
 
     def __init__(self, cluster_id: str, tenant: str, name: str, spec: bytes, reentrant: bool,
                  priority: int, conn: int | None, created_at: float) -> None:
@@ -82,6 +83,9 @@ class ClusterRecord:
         self.created_at = created_at
         self.allowed: list[str] | None = None  # node names/patterns it may use (None: every node)
         self.node_cpus: dict[str, int] = {}  # set_node_cpus: at most this many of its jobs there
+        # For stats(): what ended, kept after the results were acknowledged and forgotten.
+        self.ended: Counter[str] = Counter()  # final status -> jobs
+        self.node_time: dict[str, list[float]] = {}  # node -> [jobs done, seconds they ran]
 
     def allows(self, node: NodeRecord) -> bool:
         if self.allowed is not None and not any(fnmatchcase(node.name, p) for p in self.allowed):

@@ -91,6 +91,11 @@ class StateBase:
         job.node_conn = None
         self.finished_total += 1
         cluster = self.clusters[job.cluster_id]
+        cluster.ended[result.status] += 1
+        if result.node:
+            done = cluster.node_time.setdefault(result.node, [0, 0.0])
+            done[0] += 1
+            done[1] += max(result.finished_at - result.started_at, 0.0) if result.started_at else 0.0
         if cluster.conn is not None:
             self._results[cluster.conn].append(result)
         if cluster.closed:
