@@ -1,6 +1,6 @@
 """What a cluster can ask and tell the scheduler about nodes: dispy's node controls.
 
-``nodes()``, ``stats()``, ``node_jobs()``, ``print_status()`` read; ``allocate_node``,
+``nodes()``, ``stats()``, ``node_jobs()``, ``print_status()``, ``why(job)`` read; ``allocate_node``,
 ``deallocate_node``, ``close_node``, ``set_node_cpus`` and ``resetup_node`` change
 where (and how much) this cluster runs. A mixin over a cluster that provides
 ``_ask(verb, args)``: one Request to the scheduler, its reply's body back.
@@ -49,6 +49,16 @@ class NodeControls:
     def stats(self) -> dict[str, Any]:
         """This cluster's jobs by status and, per node, jobs, jobs done and the seconds they ran."""
         return dict(self._ask("cluster.stats", {"cluster_id": self.cluster_id}))
+
+    def why(self, job: Any) -> str:
+        """Why a job waits (or how it ended), in the scheduler's words: its place in the policy,
+        and what in the pool holds it ("no node that is up has the resources it asks for"...)."""
+        uid = getattr(job, "uid", job)
+        reply = self._ask("why", {"uid": uid})
+        explanation = str(reply["explanation"])
+        if hasattr(job, "status_reason") and not getattr(job, "done", lambda: True)():
+            job.status_reason = explanation
+        return explanation
 
     def node_jobs(self, node: str) -> list[str]:
         """The uids of this cluster's jobs on ``node`` now (queued there or running)."""

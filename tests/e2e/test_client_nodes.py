@@ -141,3 +141,17 @@ def test_node_controls_name_an_unknown_node_clearly(scheduler, start_node, clust
     with SharedJobCluster(lambda: 1, **cluster_kwargs) as cluster:
         with pytest.raises(Exception, match="no such node 'ghost'"):
             cluster.set_node_cpus("ghost", 1)
+
+
+def test_why_says_what_holds_a_job_that_fits_nowhere_now(scheduler, start_node, cluster_kwargs):
+    start_node(cpus=2, name="n1")
+    with SharedJobCluster(lambda: 1, **cluster_kwargs) as cluster:
+        _wait_for_nodes(cluster, ["n1"])
+        job = cluster.options(node="elsewhere").submit()
+        from conftest import wait_for
+
+        wait_for(lambda: job.status == "QUEUED", timeout=30, message="the job was queued")
+        reason = cluster.why(job)
+        assert "elsewhere" in reason and "not up" in reason
+        assert job.status_reason == reason
+        cluster.cancel(job)
