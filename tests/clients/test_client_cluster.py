@@ -290,7 +290,7 @@ def test_options_are_recorded_on_the_job_and_sent_with_it(fake: FakeScheduler, s
 
 
 def test_parameters_built_by_later_work_are_refused_before_connecting(secret_file: Path) -> None:
-    for option in ({"token": "t"}, {"nodes": ["n1"]}, {"tls": object()}):
+    for option in ({"token": "t"}, {"nodes": lambda node: 1}, {"tls": object()}):
         with pytest.raises(NotImplementedError, match=next(iter(option))):
             SharedJobCluster(double, scheduler="127.0.0.1:1", secret_file=secret_file, **option)
 
