@@ -212,6 +212,26 @@ class AsyncSharedJobCluster(ClusterCore):
             assert isinstance(job, AsyncJob)
             yield await job.wait_result()
 
+    async def as_completed(self, jobs: Iterable[AsyncJob] | None = None) -> AsyncIterator[AsyncJob]:
+        """``async for job in cluster.as_completed()``: the jobs (default: every job submitted so
+        far) as each one ends, whatever its outcome (``await job`` then gives its result)."""
+        pending = list(jobs) if jobs is not None else [j for j in self.jobs() if isinstance(j, AsyncJob)]
+        send, receive = trio.open_memory_channel[AsyncJob](len(pending) or 1)
+        token = trio.lowlevel.current_trio_token()
+
+        def ended(job: AsyncJob) -> None:
+            # runs in whichever thread settles the job (no task of ours is left behind if the
+            # caller stops iterating early)
+            try:
+                token.run_sync_soon(send.send_nowait, job)
+            except trio.RunFinishedError:
+                pass
+
+        for job in pending:
+            job.add_done_callback(lambda _future, job=job: ended(job))
+        for _ in range(len(pending)):
+            yield await receive.receive()
+
     def options(
         self,
         *,

@@ -176,3 +176,22 @@ async def test_exception_in_the_block_propagates_as_raised(pool, tmp_path):
             async with fairpool.AsyncSharedJobCluster(gated, **pool) as cluster:
                 await cluster.submit(str(tmp_path / "never"), "abandoned")
                 raise KeyError("user error")
+
+
+async def test_as_completed_yields_each_job_as_it_ends(scheduler, start_node, cluster_kwargs):
+    from fairpool import AsyncSharedJobCluster
+
+    start_node(cpus=2, name="n1")
+
+    def nap(seconds):
+        import time as _time
+
+        _time.sleep(seconds)
+        return seconds
+
+    async with AsyncSharedJobCluster(nap, **cluster_kwargs) as cluster:
+        slow = await cluster.submit(1.5)
+        quick = await cluster.submit(0.05)
+        order = [job async for job in cluster.as_completed()]
+    assert order == [quick, slow]
+    assert [await job for job in order] == [0.05, 1.5]
