@@ -143,7 +143,7 @@ def snapshot(state: SchedulerState) -> list[JournalRecord]:
                                       cluster.reentrant, cluster.priority, cluster.created_at))
         jobs = sorted(cluster.jobs.values(), key=lambda j: j.seq)
         if jobs:
-            records.append(RJobsQueued(cluster.cluster_id, [_submit_of(j) for j in jobs], [j.seq for j in jobs],
+            records.append(RJobsQueued(cluster.cluster_id, [_submit_of(j, cluster.priority) for j in jobs], [j.seq for j in jobs],
                                        jobs[0].submitted_at))
         results = [j.result for j in jobs if j.result is not None]
         if results:
@@ -158,6 +158,8 @@ def snapshot(state: SchedulerState) -> list[JournalRecord]:
     return records
 
 
-def _submit_of(job: JobRecord) -> JobSubmit:
+def _submit_of(job: JobRecord, cluster_priority: int) -> JobSubmit:
     options = JobOptions(job.cpus, job.memory, job.gpus, job.timeout, job.priority, job.pin)
+    if options == JobOptions(1.0, priority=cluster_priority):
+        return JobSubmit(job.uid, job.payload)  # the defaults: nothing to store
     return JobSubmit(job.uid, job.payload, options)
