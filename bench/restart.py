@@ -22,7 +22,15 @@ import time
 from pathlib import Path
 
 from fairpool.handshake import Peer
-from fairpool.messages import AckResults, JobResult, JobSubmit, NodeProgress, NodeReady, OpenCluster, Submit
+from fairpool.messages import (
+    AckResults,
+    JobResult,
+    JobSubmit,
+    NodeProgress,
+    NodeReady,
+    OpenCluster,
+    Submit,
+)
 from fairpool.policies.registry import make_policy
 from fairpool.scheduler.events import Connected, Persist, Received
 from fairpool.scheduler.journal import JOURNAL_NAME, JournalFile
