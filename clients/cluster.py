@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from fairpool.clients.core import ClusterCore, ClusterStatusCallback, JobStatusCallback, argsets
 from fairpool.clients.errors import ClusterClosedError
@@ -41,6 +42,7 @@ from fairpool.clients.job import Job
 from fairpool.clients.loopthread import LoopThread
 from fairpool.clients.nodecontrol import NodeControls
 from fairpool.clients.options import JobOptions, make_options
+from fairpool.clients.progress import PROGRESS_EVERY, progress_line
 from fairpool.clients.recover import latest_recover_file
 
 logger = logging.getLogger("fairpool.clients")
@@ -159,9 +161,23 @@ class SharedJobCluster(ClusterCore, NodeControls):
 
     # --- watching ----------------------------------------------------------------
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every job submitted so far has ended; False if ``timeout`` passed first."""
-        return self._session.wait(timeout)
+    def wait(self, timeout: float | None = None, progress: bool | IO[str] = False) -> bool:
+        """Wait until every job submitted so far has ended; False if ``timeout`` passed first.
+
+        ``progress=True`` shows a progress bar on stderr while waiting (or pass a file to write it to).
+        """
+        if not progress:
+            return self._session.wait(timeout)
+        out = sys.stderr if progress is True else progress
+        deadline = None if timeout is None else time.monotonic() + timeout
+        total = len(self.jobs())
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            done = self._session.wait(PROGRESS_EVERY if left is None else min(PROGRESS_EVERY, left))
+            print("\r" + progress_line(total - self._session.outstanding, total), end="", file=out, flush=True)
+            if done or (left is not None and left <= 0):
+                print(file=out, flush=True)
+                return done
 
     # --- closing -----------------------------------------------------------------
 

@@ -159,3 +159,13 @@ def test_jobs_submitted_before_any_node_run_when_one_joins(scheduler, start_node
         assert not any(j.done() for j in jobs)
         start_node(cpus=1, name="late")
         assert [j.result(timeout=60) for j in jobs] == [0, -1, -2, -3, -4]
+
+
+def test_wait_with_progress_draws_a_bar_to_the_end(pool):
+    import io
+
+    out = io.StringIO()
+    with SharedJobCluster(lambda x: x, **pool) as cluster:
+        [cluster.submit(i) for i in range(20)]
+        assert cluster.wait(timeout=60, progress=out) is True
+    assert out.getvalue().rstrip().endswith("20/20 jobs ended (100%)")
