@@ -219,16 +219,16 @@ class AsyncSharedJobCluster(ClusterCore):
         send, receive = trio.open_memory_channel[AsyncJob](len(pending) or 1)
         token = trio.lowlevel.current_trio_token()
 
-        def ended(job: AsyncJob) -> None:
+        def ended(future: Any) -> None:
             # runs in whichever thread settles the job (no task of ours is left behind if the
             # caller stops iterating early)
             try:
-                token.run_sync_soon(send.send_nowait, job)
+                token.run_sync_soon(send.send_nowait, future)
             except trio.RunFinishedError:
                 pass
 
         for job in pending:
-            job.add_done_callback(lambda _future, job=job: ended(job))
+            job.add_done_callback(ended)
         for _ in range(len(pending)):
             yield await receive.receive()
 
