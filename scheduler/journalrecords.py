@@ -84,6 +84,13 @@ class RTenant(Record, frozen=True):
     removed: bool = False
 
 
+class RNodeDrained(Record, frozen=True):
+    """An admin drained (or undrained) a node: it stays so across reconnects and restarts."""
+
+    name: str
+    drained: bool
+
+
 class RPolicy(Record, frozen=True):
     """The policy was switched live (``policy set`` / ``policy reload``): it outlives a restart."""
 
@@ -92,7 +99,7 @@ class RPolicy(Record, frozen=True):
 
 JournalRecord = (
     RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed | RPolicy | RTenant
-    | RClusterNodes
+    | RClusterNodes | RNodeDrained
 )
 
 _encoder = msgspec.msgpack.Encoder()

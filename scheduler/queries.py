@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import Reply, Request
 from fairpool.policies.registry import make_policy
-from fairpool.scheduler.journalrecords import RClusterNodes, RTenant
+from fairpool.scheduler.journalrecords import RClusterNodes, RNodeDrained, RTenant
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
 
 if TYPE_CHECKING:
@@ -310,6 +310,7 @@ def _nodes_drain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], 
     node = _find_node(state, str(args["name"]))
     node.state = "draining" if node.assigned else "drained"
     state.drained.add(node.name)  # a node that reconnects stays drained
+    state.persist(RNodeDrained(node.name, True))
     state.capacity_changed()
     return node_view(node)
 
@@ -318,6 +319,7 @@ def _nodes_undrain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any]
     node = _find_node(state, str(args["name"]))
     node.state = "up"
     state.drained.discard(node.name)
+    state.persist(RNodeDrained(node.name, False))
     state.capacity_changed()
     return node_view(node)
 

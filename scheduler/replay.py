@@ -24,6 +24,7 @@ from fairpool.scheduler.journalrecords import (
     RClusterNodes,
     RClusterOpened,
     RJobsQueued,
+    RNodeDrained,
     RPolicy,
     RRequeued,
     RResults,
@@ -110,6 +111,11 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
             if limited is not None:
                 limited.allowed = list(allowed) if allowed is not None else None
                 limited.node_cpus = dict(node_cpus)
+        case RNodeDrained(name, drained):
+            if drained:
+                state.drained.add(name)
+            else:
+                state.drained.discard(name)
         case RTenant():
             apply_tenant(state.dispatcher, record)
         case RClusterClosed(cluster_id):
@@ -133,6 +139,7 @@ def snapshot(state: SchedulerState) -> list[JournalRecord]:
     records: list[JournalRecord] = [RPolicy(state.policy.name)]
     records += [RTenant(t.name, t.weight, t.tier, t.max_running, t.max_queued, t.parent)
                 for t in state.dispatcher.tenants.values()]
+    records += [RNodeDrained(name, True) for name in sorted(state.drained)]
     assigned: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node in state.nodes.values():
         assigned[(node.name, node.session)].extend(node.assigned)

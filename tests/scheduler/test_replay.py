@@ -373,3 +373,18 @@ def test_replaying_a_snapshot_rebuilds_the_live_state(
     make_driver: Callable[..., StateDriver], data: st.DataObject, steps: int, allow_close: bool
 ) -> None:
     run(JournalChecked(make_driver(heartbeat_timeout=TIMEOUT), data, allow_close, "snapshot"), steps)
+
+
+def test_a_drained_node_stays_drained_after_a_restart(driver: StateDriver) -> None:
+    from fairpool.messages import Request
+    from fairpool.scheduler.journalrecords import RNodeDrained
+
+    admin = driver.connect("admin", "", "op")
+    driver.node("n1", cpus=1, session="s1")
+    out = driver.send(admin, Request(1, "nodes.drain", {"name": "n1"}))
+    assert RNodeDrained("n1", True) in out.persisted()
+    for records in (driver.records, snapshot(driver.state)):
+        again = restart(driver, list(records))
+        assert again.state.drained == {"n1"}
+        node, _ = again.node("n1", cpus=1, session="s2")
+        assert again.state.nodes[node].state == "drained"
