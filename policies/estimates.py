@@ -97,3 +97,31 @@ class Overrun:
 
     def __bool__(self) -> bool:
         return bool(self._jobs)
+
+
+class Overruns:
+    """Every tenant's ``Overrun``: the excess of its running jobs past their estimates."""
+
+    __slots__ = ("_by_tenant",)
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, Overrun] = {}
+
+    def started(self, tenant: str, uid: str, seq: int, charge: float, threshold: float) -> None:
+        """A job that starts to count as overrunning at ``threshold`` (start + estimate)."""
+        overrun = self._by_tenant.get(tenant)
+        if overrun is None:
+            overrun = self._by_tenant[tenant] = Overrun()
+        overrun.add(uid, seq, charge, threshold)
+
+    def finished(self, tenant: str, uid: str) -> None:
+        overrun = self._by_tenant.get(tenant)
+        if overrun is not None:
+            overrun.remove(uid)
+            if not overrun:
+                del self._by_tenant[tenant]
+
+    def value(self, tenant: str, now: float) -> float:
+        """The tenant's excess charge accrued by ``now`` (0 without running overruns)."""
+        overrun = self._by_tenant.get(tenant)
+        return overrun.value(now) if overrun else 0.0

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .core import PolicyBase, RunningJob
-from .estimates import Overrun
+from .estimates import Overruns
 from .heap import Key
 from .options import Option
 
@@ -40,7 +40,7 @@ class FairSharePolicy(PolicyBase):
         super().__init__(initial_estimate=initial_estimate)
         self._tag: dict[str, float] = {}
         self._vtime: dict[int, float] = {}  # per class: priority's tiers keep their own
-        self._overrun: dict[str, Overrun] = {}
+        self._overrun = Overruns()
         self._estimated: dict[str, float] = {}  # per tenant: estimated charges of its running jobs
         self._vtime_dispatched: dict[int, float] = {}  # the tags at dispatch, estimates included
 
@@ -49,11 +49,8 @@ class FairSharePolicy(PolicyBase):
 
     def tag(self, tenant: str) -> float:
         """``F_i`` now, the excess of jobs past their estimate included."""
-        tag = self._tag.get(tenant, 0.0)
-        overrun = self._overrun.get(tenant)
-        if overrun:
-            tag += overrun.value(self._rel(self._now)) / self.tree.weight(tenant)
-        return tag
+        excess = self._overrun.value(tenant, self._rel(self._now))
+        return self._tag.get(tenant, 0.0) + (excess / self.tree.weight(tenant) if excess else 0.0)
 
     def _key(self, tenant: str) -> Key:
         return (self.tag(tenant), *self.head_order(tenant))
@@ -80,18 +77,11 @@ class FairSharePolicy(PolicyBase):
         estimate = run.charge * run.estimate / self.tree.weight(tenant)
         self._tag[tenant] = self._tag.get(tenant, 0.0) + estimate
         self._estimated[tenant] = self._estimated.get(tenant, 0.0) + estimate
-        overrun = self._overrun.get(tenant)
-        if overrun is None:
-            overrun = self._overrun[tenant] = Overrun()
-        overrun.add(run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
+        self._overrun.started(tenant, run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
 
     def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:
         tenant = run.tenant
-        overrun = self._overrun.get(tenant)
-        if overrun is not None:
-            overrun.remove(run.uid)
-            if not overrun:
-                del self._overrun[tenant]
+        self._overrun.finished(tenant, run.uid)
         weight = self.tree.weight(tenant)
         correction = run.charge * (runtime - run.estimate) / weight
         self._tag[tenant] = self._tag.get(tenant, 0.0) + correction

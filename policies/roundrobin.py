@@ -25,7 +25,7 @@ from collections.abc import Mapping, Set
 from typing import Any, ClassVar
 
 from .core import PolicyBase, RunningJob
-from .estimates import Overrun
+from .estimates import Overruns
 from .heap import Key
 from .options import Option
 
@@ -47,18 +47,15 @@ class RoundRobinPolicy(PolicyBase):
         self._parked: list[str] = []  # skipped this round, in ring order: back to the front
         self._granted: set[str] = set()  # their turn has begun (quantum added)
         self._deficit: dict[str, float] = {}
-        self._overrun: dict[str, Overrun] = {}
+        self._overrun = Overruns()
 
     def _slots(self) -> float:
         return self.capacity.cpus if self.capacity.cpus > 0 else 1.0
 
     def deficit(self, tenant: str) -> float:
         """Slot-seconds it may still use this turn (its overrunning jobs' excess taken off)."""
-        deficit = self._deficit.get(tenant, 0.0)
-        overrun = self._overrun.get(tenant)
-        if overrun:
-            deficit -= overrun.value(self._rel(self._now)) * self._slots()
-        return deficit
+        excess = self._overrun.value(tenant, self._rel(self._now))
+        return self._deficit.get(tenant, 0.0) - (excess * self._slots() if excess else 0.0)
 
     def _key(self, tenant: str) -> Key:  # unused: the ring, not a heap, is the order
         return self.head_order(tenant)
@@ -138,18 +135,11 @@ class RoundRobinPolicy(PolicyBase):
             return
         tenant = run.tenant
         self._deficit[tenant] = self._deficit.get(tenant, 0.0) - run.charge * self._slots() * run.estimate
-        overrun = self._overrun.get(tenant)
-        if overrun is None:
-            overrun = self._overrun[tenant] = Overrun()
-        overrun.add(run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
+        self._overrun.started(tenant, run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
 
     def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:
         tenant = run.tenant
-        overrun = self._overrun.get(tenant)
-        if overrun is not None:
-            overrun.remove(run.uid)
-            if not overrun:
-                del self._overrun[tenant]
+        self._overrun.finished(tenant, run.uid)
         self._deficit[tenant] = (self._deficit.get(tenant, 0.0)
                                  - run.charge * self._slots() * (runtime - run.estimate))
 
