@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .resources import Resources
+from .resources import HasResources, Resources
 from .tenants import TenantConfig
 
 NO_FIT_STOP = "stop"  # strict fifo: the round ends at a job that fits nowhere
@@ -41,7 +41,7 @@ NO_FIT_SKIP_JOB = "skip-job"  # skip fifo: try the next job, maybe the same tena
 NO_FIT_SKIP_TENANT = "skip-tenant"  # fair policies: the tenant sits this round out
 
 
-class QueuedJob(Protocol):
+class QueuedJob(HasResources, Protocol):
     """The read-only face of a job that a policy ranks (JobRecord has all of it)."""
 
     @property
@@ -54,12 +54,6 @@ class QueuedJob(Protocol):
     def priority(self) -> int: ...
     @property
     def submitted_at(self) -> float: ...
-    @property
-    def cpus(self) -> float: ...
-    @property
-    def memory(self) -> int: ...
-    @property
-    def gpus(self) -> int: ...
 
 
 @dataclass(frozen=True)
