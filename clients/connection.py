@@ -150,6 +150,7 @@ class ClusterConnection:
                     name=self.settings.name,
                     timeout=timeout,
                     max_frame=DEFAULT_MAX_FRAME,
+                    **self.settings.connect_kwargs(),  # type: ignore[arg-type]
                 )
                 try:
                     if self.reattaching:

@@ -94,7 +94,6 @@ class ClusterCore:
         name: str | None = None,
         tls: Any = None,
     ) -> None:
-        _refuse_unsupported(token=token, tls=tls)
         allowed = _node_patterns(nodes)
         depends = list(depends)
         spec = encode_spec(pack_spec(computation, depends, setup, cleanup))
@@ -104,7 +103,7 @@ class ClusterCore:
                 f"({MAX_JOB_PAYLOAD} bytes)"
             )
         self._build(
-            resolve_settings(scheduler, tenant, secret_file), uuid.uuid4().hex, name or _default_name(computation),
+            resolve_settings(scheduler, tenant, secret_file, token, tls), uuid.uuid4().hex, name or _default_name(computation),
             OpenCluster("", "", spec, reentrant, priority, allowed), resources, job_status, cluster_status, dest_path,
         )
         # what an executor needs to open a sibling cluster for arbitrary functions
@@ -125,12 +124,12 @@ class ClusterCore:
         job_status: JobStatusCallback | None = None,
         cluster_status: ClusterStatusCallback | None = None,
         dest_path: str | os.PathLike[str] | None = None,
+        tls: Any = None,
     ) -> Self:
         """A cluster object for the existing cluster ``cluster_id`` (see the module docstring)."""
-        _refuse_unsupported(token=token)
         if not isinstance(cluster_id, str) or not cluster_id or "." in cluster_id:
             raise ClientConfigError(f"not a cluster id: {cluster_id!r}")
-        settings, found = reattach_settings(cluster_id, scheduler, tenant, secret_file)
+        settings, found = reattach_settings(cluster_id, scheduler, tenant, secret_file, token=token, tls=tls)
         info = found.info if found is not None else None
         self = cls.__new__(cls)
         self._build(
@@ -393,10 +392,3 @@ def _node_patterns(nodes: Iterable[str] | str | None) -> list[str] | None:
     if not patterns or not all(isinstance(p, str) and p for p in patterns):
         raise ValueError(f"nodes= takes node names or patterns (non-empty strings), got {nodes!r}")
     return patterns
-
-
-def _refuse_unsupported(**given: Any) -> None:
-    # Part of SPEC's signature, built by later work: refusing beats silently ignoring them.
-    for name, value in given.items():
-        if value is not None:
-            raise NotImplementedError(f"SharedJobCluster({name}=...) is not supported by this version of fairpool yet")

@@ -54,6 +54,8 @@ def reattach_settings(
     tenant: str | None,
     secret_file: str | os.PathLike[str] | None,
     directory: str | os.PathLike[str] = ".",
+    token: str | None = None,
+    tls: object = None,
 ) -> tuple[ClientSettings, RecoverState | None]:
     """Settings for re-attaching to ``cluster_id``, and its recover file here (read), if there is one."""
     found = find_recover_state(cluster_id, directory)
@@ -62,6 +64,8 @@ def reattach_settings(
         scheduler if scheduler is not None else info.scheduler if info else None,
         tenant if tenant is not None else info.tenant if info else None,
         secret_file if secret_file is not None else info.secret_file if info else None,
+        token,
+        tls,
     )
     return settings, found
 

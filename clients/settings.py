@@ -8,6 +8,10 @@ precedence rules live in one place:
 * secret file: ``secret_file=``, ``FAIRPOOL_SECRET_FILE``, ``.fairpool/secret``
   (what ``fairpool up`` creates in its working directory)
 * tenant: ``tenant=``, ``FAIRPOOL_TENANT``, the OS user name
+* token: ``token=``, ``FAIRPOOL_TOKEN``; with a token no secret file is read
+  (a tenant token alone is enough to connect)
+* tls: ``tls=`` (``{"ca": ..., "cert": ..., "key": ...}``); with TLS and no
+  token, the client certificate says who we are and no secret file is read
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from fairpool.address import DEFAULT_HOST, DEFAULT_PORT, Address, AddressError
 from fairpool.clients.errors import ClientConfigError
 from fairpool.secret import SecretError, read_secret
+from fairpool.tls import TlsFiles, tls_files
 
 DEFAULT_SCHEDULER = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_SECRET_FILE = os.path.join(".fairpool", "secret")
@@ -33,12 +38,25 @@ class ClientSettings:
     secret_file: Path  # absolute, so the recover file still works from another directory
     secret: bytes
     name: str  # how this client introduces itself: "host:pid"
+    token: str | None = None
+    tls: TlsFiles | None = None
+
+    @property
+    def auth(self) -> str:
+        """How this client proves who it is: "token", "tls" or "secret"."""
+        if self.token:
+            return "token"
+        return "tls" if self.tls is not None and not self.secret else "secret"
+
+    def connect_kwargs(self) -> dict[str, object]:
+        """The credential arguments of ``fairpool.wire.open_connection``."""
+        return {"auth": self.auth, "token": self.token, "tls": self.tls}
 
     def __repr__(self) -> str:
-        # Never let the secret reach a log line or a traceback.
+        # Never let the secret or the token reach a log line or a traceback.
         return (
             f"ClientSettings(scheduler={self.scheduler}, tenant={self.tenant!r}, "
-            f"secret_file={str(self.secret_file)!r}, name={self.name!r})"
+            f"secret_file={str(self.secret_file)!r}, name={self.name!r}, auth={self.auth!r})"
         )
 
 
@@ -46,21 +64,31 @@ def resolve_settings(
     scheduler: str | Address | None = None,
     tenant: str | None = None,
     secret_file: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    tls: object = None,
 ) -> ClientSettings:
     """Settings from arguments, environment and defaults; ClientConfigError says what is wrong."""
     address = _resolve_address(scheduler)
     tenant_name = tenant if tenant is not None else os.environ.get("FAIRPOOL_TENANT") or _os_user()
     if not tenant_name:
         raise ClientConfigError("the tenant name is empty: pass tenant= or set FAIRPOOL_TENANT")
-    path = Path(secret_file if secret_file is not None else os.environ.get("FAIRPOOL_SECRET_FILE") or DEFAULT_SECRET_FILE)
+    token_text = token if token is not None else os.environ.get("FAIRPOOL_TOKEN") or None
     try:
-        secret = read_secret(path)
-    except SecretError as exc:
-        raise ClientConfigError(
-            f"{exc} (pass secret_file= or set FAIRPOOL_SECRET_FILE; "
-            f"`fairpool up` creates {DEFAULT_SECRET_FILE} in the directory it runs in)"
-        ) from None
-    return ClientSettings(address, tenant_name, path.absolute(), secret, f"{socket.gethostname()}:{os.getpid()}")
+        tls_config = tls_files(tls) if tls is not None else None
+    except ValueError as exc:
+        raise ClientConfigError(f"bad tls=: {exc}") from None
+    path = Path(secret_file if secret_file is not None else os.environ.get("FAIRPOOL_SECRET_FILE") or DEFAULT_SECRET_FILE)
+    secret = b""
+    if not token_text and (tls_config is None or secret_file is not None):
+        try:
+            secret = read_secret(path)
+        except SecretError as exc:
+            raise ClientConfigError(
+                f"{exc} (pass secret_file=, or token= for a tenant token, or set FAIRPOOL_SECRET_FILE; "
+                f"`fairpool up` creates {DEFAULT_SECRET_FILE} in the directory it runs in)"
+            ) from None
+    return ClientSettings(address, tenant_name, path.absolute(), secret, f"{socket.gethostname()}:{os.getpid()}",
+                          token_text, tls_config)
 
 
 def _resolve_address(scheduler: str | Address | None) -> Address:

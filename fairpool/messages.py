@@ -45,10 +45,12 @@ class ClientHello(Message, frozen=True):
     mac: bytes
     tenant: str = ""
     name: str = ""
+    auth: str = "secret"  # "secret" | "token" | "tls": what ``mac`` proves (see handshake.py)
 
 
 class ServerAuth(Message, frozen=True):
     mac: bytes
+    tenant: str = ""  # the tenant the server took this client for (from a certificate, say)
 
 
 class Refused(Message, frozen=True):

@@ -13,9 +13,17 @@ from __future__ import annotations
 import trio
 
 from fairpool.address import Address
-from fairpool.handshake import AuthError, ClientHandshake, Peer, ServerHandshake
+from fairpool.handshake import (
+    AuthError,
+    CertIdentity,
+    ClientHandshake,
+    Peer,
+    ServerHandshake,
+    TokenLookup,
+)
 from fairpool.messages import AnyMessage, Message, Refused
 from fairpool.protocol import DEFAULT_MAX_FRAME, PREAUTH_MAX_FRAME, Connection, ProtocolError
+from fairpool.tls import TlsFiles, wrap_client
 
 RECEIVE_SIZE = 256 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -111,9 +119,17 @@ async def accept_handshake(
     server_name: str = "",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_frame: int = DEFAULT_MAX_FRAME,
+    tokens: TokenLookup | None = None,
+    tenant_secret_allowed: bool = True,
+    certificate: CertIdentity | None = None,
 ) -> Peer:
-    """Authenticate a peer that connected to us; raise AuthError/ProtocolError/ConnectionClosed."""
-    handshake = ServerHandshake(secret, server_name)
+    """Authenticate a peer that connected to us; raise AuthError/ProtocolError/ConnectionClosed.
+
+    ``certificate``: the identity of the client certificate TLS verified below
+    ``stream``, if any; ``tokens`` / ``tenant_secret_allowed``: see ServerHandshake.
+    """
+    handshake = ServerHandshake(secret, server_name, tokens=tokens, tenant_secret_allowed=tenant_secret_allowed,
+                                certificate=certificate)
     try:
         with trio.fail_after(timeout):
             await stream.send(handshake.hello())
@@ -142,17 +158,27 @@ async def open_connection(
     name: str = "",
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_frame: int = DEFAULT_MAX_FRAME,
+    auth: str = "secret",
+    token: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> MessageStream:
-    """Connect to a scheduler and authenticate both ways."""
+    """Connect to a scheduler and authenticate both ways.
+
+    ``auth`` says what proves who we are: ``secret`` (the cluster secret),
+    ``token`` (a tenant token) or ``tls`` (the client certificate in ``tls``).
+    With ``tls`` given, the connection runs inside mutual TLS whatever ``auth`` is.
+    """
     try:
         with trio.fail_after(timeout):
-            tcp = await trio.open_tcp_stream(address.host, address.port)
+            tcp: trio.abc.Stream = await trio.open_tcp_stream(address.host, address.port)
+            if tls is not None:
+                tcp = await wrap_client(tcp, tls, address.host)
     except trio.TooSlowError:
         raise ConnectionClosed(f"could not connect to {address} within {timeout:g}s") from None
     except OSError as exc:
         raise ConnectionClosed(f"could not connect to {address}: {exc.strerror or exc}") from None
     stream = MessageStream(tcp)
-    handshake = ClientHandshake(secret, role, tenant, name)
+    handshake = ClientHandshake(secret, role, tenant, name, auth=auth, token=token)
     try:
         with trio.fail_after(timeout):
             hello = await stream.receive_one()

@@ -184,7 +184,9 @@ class SchedulerServer:
         try:
             peer = await accept_handshake(messages, self._secret, server_name=self.config.name,
                                           timeout=self.config.handshake_timeout,
-                                          max_frame=self.config.max_frame_size)
+                                          max_frame=self.config.max_frame_size,
+                                          tokens=self.state.tokens.get,
+                                          tenant_secret_allowed=not self.state.tokens)
         except (AuthError, ProtocolError, ConnectionClosed) as exc:
             log.warning("connection refused", peer=peer_desc, reason=str(exc))
             await messages.aclose()

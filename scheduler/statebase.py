@@ -30,6 +30,7 @@ from fairpool.scheduler.events import Instruction, Log, Persist, Send
 from fairpool.scheduler.journalrecords import JournalRecord, RPolicy, RResults, RTenant
 from fairpool.scheduler.orphans import Orphans
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
+from fairpool.tokens import TokenKeys
 
 
 class StateBase:
@@ -44,6 +45,7 @@ class StateBase:
         self.jobs: dict[str, JobRecord] = {}
         self.orphans = Orphans()
         self.drained: set[str] = set()  # node names an admin drained (they stay so if they reconnect)
+        self.tokens: dict[str, TokenKeys] = {}  # tenant -> what we keep of its token (never the token)
         self.finished_total = 0
         self._seq = 0
         self._out: list[Instruction] = []

@@ -289,10 +289,9 @@ def test_options_are_recorded_on_the_job_and_sent_with_it(fake: FakeScheduler, s
     assert sent.options == WireOptions(cpus=2.0, memory=1 << 30, timeout=30.0, priority=5)
 
 
-def test_parameters_built_by_later_work_are_refused_before_connecting(secret_file: Path) -> None:
-    for option in ({"token": "t"}, {"nodes": lambda node: 1}, {"tls": object()}):
-        with pytest.raises(NotImplementedError, match=next(iter(option))):
-            SharedJobCluster(double, scheduler="127.0.0.1:1", secret_file=secret_file, **option)
+def test_a_malformed_tls_argument_is_refused_before_connecting(secret_file: Path) -> None:
+    with pytest.raises(ClientConfigError, match="bad tls="):
+        SharedJobCluster(double, scheduler="127.0.0.1:1", secret_file=secret_file, tls={"ca": "x"})
 
 
 def test_a_crashed_connection_thread_fails_pending_jobs_instead_of_hanging_them(
