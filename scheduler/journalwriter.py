@@ -5,7 +5,12 @@ every outgoing message to ``send``. A message marked durable (a QUEUED
 acknowledgement, the echo that lets a node forget its results) waits until
 one fsync covers every record appended before it (and durable messages
 keep their order); other messages go at once, so that the fsync stays off
-every job's round trip. ``run_commits`` is the one
+every job's round trip. A durable message waits ``DURABLE_GRACE`` before it
+asks for an fsync, and a parked ``Queued`` loses the jobs whose results its
+client got meanwhile (``drop_answered``): a job that ends within the grace
+costs no fsync and no ``Queued`` of its own -- its result says more than the
+acknowledgement would, and its records are written with the next group
+commit, at most ``LAZY_COMMIT`` later. ``run_commits`` is the one
 task that fsyncs — in a worker thread, since the OS gives no async fsync —
 covering whatever accumulated meanwhile: one fsync for a whole burst of
 submits. It also compacts the journal when it has grown past its limit.
@@ -13,13 +18,14 @@ submits. It also compacts the journal when it has grown past its limit.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 
 import structlog
 import trio
 
-from fairpool.messages import Message
+from fairpool.messages import JobsUpdate, Message, Queued
 from fairpool.scheduler.journal import JournalFile
 from fairpool.scheduler.journalrecords import JournalRecord
 
@@ -29,6 +35,19 @@ Deliver = Callable[[int, Message], None]
 
 #: Records that no acknowledgement waits on are written within this many seconds.
 LAZY_COMMIT = 0.01
+#: A durable message asks for an fsync this many seconds after it is parked: jobs that end
+#: sooner need none (see ``drop_answered``), and a burst of submits shares one.
+DURABLE_GRACE = 0.002
+
+
+def drop_answered(parked: Message, sent: Message) -> Message | None:
+    """``parked`` once ``sent`` went out before it: a Queued without the jobs whose results were sent."""
+    if isinstance(parked, Queued) and isinstance(sent, JobsUpdate) and sent.results:
+        ended = {result.uid for result in sent.results}
+        left = [uid for uid in parked.uids if uid not in ended]
+        if len(left) < len(parked.uids):
+            return Queued(parked.cluster_id, left, parked.at) if left else None
+    return parked
 
 
 class JournalWriter:
@@ -44,9 +63,9 @@ class JournalWriter:
         self._synced = 0  # of those, how many are on disk
         self._parked: dict[int, deque[tuple[int, Message]]] = {}
         self._wakeup = trio.Event()  # something is not on disk yet
-        self._urgent = trio.Event()  # ...and someone waits for it
         self.fsyncs = 0
         self.compactions = 0
+        self.on_sync: Callable[[float], None] | None = None  # told each group commit's seconds (metrics)
 
     def append(self, record: JournalRecord) -> None:
         # Only memory here: the file is written and synced by run_commits in a worker thread, so
@@ -62,7 +81,6 @@ class JournalWriter:
                     parked = self._parked[conn] = deque()
                 parked.append((self._appended, message))
                 self._wakeup.set()
-                self._urgent.set()
                 return
             if self._parked.get(conn):
                 self._parked[conn].append((0, message))  # durable ones keep their order
@@ -70,7 +88,21 @@ class JournalWriter:
         # Not durable: it need not wait. A job's result may so reach its client before the job's
         # QUEUED does (the client has the result then: nothing is lost); the fsync stays off the
         # round trip of every job.
+        parked = self._parked.get(conn)
+        if parked:
+            self._supersede(conn, parked, message)
         self._deliver(conn, message)
+
+    def _supersede(self, conn: int, parked: deque[tuple[int, Message]], sent: Message) -> None:
+        kept: deque[tuple[int, Message]] = deque()
+        for upto, message in parked:
+            still = drop_answered(message, sent)
+            if still is not None:
+                kept.append((upto, still))
+        if kept:
+            self._parked[conn] = kept
+        else:
+            del self._parked[conn]
 
     @property
     def unsynced(self) -> int:
@@ -102,17 +134,17 @@ class JournalWriter:
     async def run_commits(self) -> None:
         while True:
             await self._wakeup.wait()
-            if not self._urgent.is_set():
-                # Nobody waits on these records (a crash before they are written loses nothing
-                # acknowledged): let them gather, and keep the fsync's cost off busy moments.
-                with trio.move_on_after(LAZY_COMMIT):
-                    await self._urgent.wait()
+            # Nobody waits on these records yet (a crash before they are written loses nothing
+            # acknowledged): let them gather, and keep the fsync's cost off busy moments.
+            await trio.sleep(DURABLE_GRACE if self._parked else LAZY_COMMIT)
             self._wakeup = trio.Event()
-            self._urgent = trio.Event()
             if self._appended > self._synced:
                 # Everything pending goes in one write and one fsync: the group commit.
+                started = time.perf_counter()
                 await trio.to_thread.run_sync(self._write_and_sync, self._take())
                 self.fsyncs += 1
+                if self.on_sync is not None:
+                    self.on_sync(time.perf_counter() - started)
             self._release()
             if self.journal.size > max(self.compact_bytes, 2 * self._floor):
                 self.compact()

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from fairpool.messages import Dispatch, Heartbeat, Message, Queued
+from fairpool.messages import Dispatch, Heartbeat, JobResult, JobsUpdate, Message, Queued
 from fairpool.scheduler.journal import JournalFile, frame, read_journal
 from fairpool.scheduler.journalrecords import JournalRecord, RAcked, RClusterOpened, encode_record
 from fairpool.scheduler.journalwriter import JournalWriter
@@ -120,6 +120,31 @@ async def test_a_later_message_that_need_not_be_durable_is_not_held_behind_a_dur
     async with committing(writer):
         await until(lambda: len(wire.sent) == 2)
     assert wire.to(1) == [later, queued(1)]
+
+
+async def test_a_parked_queued_is_dropped_when_its_jobs_result_went_out_first(tmp_path: Path) -> None:
+    """A job that ends within the grace costs its client no Queued: the result says more."""
+    writer, wire = make_writer(tmp_path)
+    writer.append(opened(1))
+    writer.send(1, queued(1), durable=True)
+    result = JobsUpdate([], [JobResult("c1.1", "FINISHED")])
+    writer.send(1, result, durable=False)
+    async with committing(writer):
+        await until(lambda: writer.unsynced == 0)
+    assert wire.to(1) == [result]
+    assert read_journal(writer.journal.path).records == [opened(1)]  # the records are still written
+
+
+async def test_a_parked_queued_keeps_the_jobs_whose_results_did_not_go_out(tmp_path: Path) -> None:
+    writer, wire = make_writer(tmp_path)
+    writer.append(opened(1))
+    writer.send(1, Queued("c1", ["c1.1", "c1.2"], 1.0), durable=True)
+    result = JobsUpdate([], [JobResult("c1.1", "FINISHED")])
+    writer.send(1, result, durable=False)
+    async with committing(writer):
+        await until(lambda: len(wire.to(1)) == 2)
+    assert wire.to(1) == [result, Queued("c1", ["c1.2"], 1.0)]
+    assert wire.sent[-1][2] == 1  # and only once synced
 
 
 async def test_durable_messages_to_one_connection_keep_their_order(tmp_path: Path) -> None:
