@@ -30,7 +30,6 @@ a ``LoopThread``) and can serve an async one in the caller's own trio loop.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Any
 
 import trio
 
+from fairpool.backoff import Backoff
 from fairpool.clients.errors import (
     ClusterError,
     ClusterNotFound,
@@ -101,6 +101,7 @@ class ClusterConnection:
         self.reattaching = False  # the first open takes over a cluster an earlier client opened
         self.fatal: SchedulerConnectionError | None = None
         self.cluster_closed = False
+        self.max_payload = 0  # the scheduler's limit on one job's payload, told when it opened the cluster (0: none)
         self._token: trio.lowlevel.TrioToken | None = None
         self._outbox: Outbox | None = None
         self._closing = False
@@ -111,6 +112,7 @@ class ClusterConnection:
         self._acks_due = trio.Event()
         self._request_ids = 0  # positive ids: reattach's probes use negative ones
         self._requests: dict[int, list[Any]] = {}  # id -> [Event, Reply]
+        self._backoff = Backoff(timing.reconnect_min_delay, timing.reconnect_max_delay)
 
     @property
     def cluster_id(self) -> str:
@@ -195,6 +197,7 @@ class ClusterConnection:
             for message in await stream.receive():
                 if isinstance(message, ClusterOpened) and message.cluster_id == self.cluster_id:
                     opened = True
+                    self.max_payload = message.max_payload  # (fairpool.clients.core checks arguments against it)
                 elif isinstance(message, Error) and message.ref == self.cluster_id and not opened:
                     raise self._refusal(message.reason)
                 else:
@@ -233,9 +236,12 @@ class ClusterConnection:
 
     async def _serve(self, stream: MessageStream) -> None:
         while True:
+            began = trio.current_time()
             lost = await self._serve_connection(stream)
             if lost is None or self._detaching:
                 return
+            if trio.current_time() - began > self.timing.reconnect_max_delay:
+                self._backoff.reset()  # it was up a while; a flapping connection keeps backing off
             logger.warning(
                 "cluster %s: connection to the scheduler at %s lost (%s); reconnecting",
                 self.cluster_id, self.settings.scheduler, lost,
@@ -404,19 +410,19 @@ class ClusterConnection:
                 acks = self.session.take_acks()  # riding along costs nothing
                 if acks is not None:
                     self._outbox.put(acks)
+                self._outbox.flush_now()
             # Without an outbox the jobs wait in the session's unqueued set, and the
             # cancellations in its cancelling set, for the next connection.
         except Exception:
             logger.exception("cluster %s: could not queue submitted jobs for sending", self.cluster_id)
 
     async def _reconnect(self) -> MessageStream:
-        delay = self.timing.reconnect_min_delay
         while True:
-            await trio.sleep(delay * random.uniform(0.5, 1.0))  # jitter: clients must not reconnect in lockstep
+            # full jitter (fairpool.backoff): clients must not reconnect in lockstep
+            await trio.sleep(self._backoff.next_delay())
             try:
                 return await self.open()
             except ClusterRefused:
                 raise
             except SchedulerConnectionError as exc:
                 logger.info("cluster %s: reconnect failed: %s", self.cluster_id, exc)
-            delay = min(delay * 2, self.timing.reconnect_max_delay)

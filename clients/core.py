@@ -44,6 +44,7 @@ from fairpool.clients.errors import (
 )
 from fairpool.clients.files import FileReceiver
 from fairpool.clients.job import Job
+from fairpool.clients.noderank import NodeRank, NodeRanker, RankingConnection, RankingFeed
 from fairpool.clients.notify import CallbackThread
 from fairpool.clients.options import JobOptions, make_options, wire_options
 from fairpool.clients.reattach import reattach_settings
@@ -89,12 +90,14 @@ class ClusterCore:
         priority: int = 0,
         job_status: JobStatusCallback | None = None,
         cluster_status: ClusterStatusCallback | None = None,
-        nodes: Iterable[str] | None = None,
+        nodes: Iterable[str] | NodeRank | None = None,
         dest_path: str | os.PathLike[str] | None = None,
         name: str | None = None,
         tls: Any = None,
     ) -> None:
-        allowed = _node_patterns(nodes)
+        # a callable ranks the nodes here (fairpool.clients.noderank): the cluster opens allowed on none
+        rank = nodes if callable(nodes) else None
+        allowed = [] if rank is not None else _node_patterns(nodes)  # type: ignore[arg-type]
         depends = list(depends)
         spec = encode_spec(pack_spec(computation, depends, setup, cleanup))
         if len(spec) > MAX_JOB_PAYLOAD:
@@ -105,6 +108,7 @@ class ClusterCore:
         self._build(
             resolve_settings(scheduler, tenant, secret_file, token, tls), uuid.uuid4().hex, name or _default_name(computation),
             OpenCluster("", "", spec, reentrant, priority, allowed), resources, job_status, cluster_status, dest_path,
+            rank=rank,
         )
         # what an executor needs to open a sibling cluster for arbitrary functions
         self._sibling["depends"] = depends
@@ -157,9 +161,11 @@ class ClusterCore:
         cluster_status: ClusterStatusCallback | None,
         dest_path: str | os.PathLike[str] | None,
         recovered: RecoverState | None = None,
+        rank: NodeRank | None = None,
     ) -> None:
-        """The cluster's pieces. ``opening`` carries the spec (empty: a re-attach), ``reentrant`` and
-        ``priority``; ``recovered`` is a reattached cluster's recover file, read."""
+        """The cluster's pieces. ``opening`` carries the spec (empty: a re-attach), ``reentrant``,
+        ``priority`` and the nodes allowed; ``recovered`` is a reattached cluster's recover file, read;
+        ``rank`` a ``nodes=`` callable."""
         for role, fn in (("job_status", job_status), ("cluster_status", cluster_status)):
             if fn is not None and not callable(fn):
                 raise ComputationError(f"{role} must be a callable, not {fn!r}")
@@ -185,8 +191,13 @@ class ClusterCore:
         if job_status is not None or cluster_status is not None:
             self._callbacks = CallbackThread(f"fairpool-callbacks-{self.cluster_id[:8]}")
         callbacks = self._callbacks
+        self.ranker = NodeRanker(rank, cluster_id) if rank is not None else None
+        ranker = self.ranker
 
         def feed(on_settled: Callable[[int], None]) -> StatusFeed:
+            if ranker is not None:
+                return RankingFeed(self.cluster_id, on_settled, job_status=job_status, cluster_status=cluster_status,
+                                   callbacks=callbacks, ranker=ranker)
             return StatusFeed(self.cluster_id, on_settled, job_status=job_status,
                               cluster_status=cluster_status, callbacks=callbacks)
 
@@ -197,11 +208,11 @@ class ClusterCore:
         self._recover_log = RecoverLog(cluster_id) if self.recoverable else None
         self._session = ClusterSession(self.cluster_id, feed=feed, files=self._files, canceller=self._cancel,
                                        job_class=self.job_class, recorder=self._recover_log)
-        self._connection = _connection.ClusterConnection(
-            self._session,
-            self.settings,
-            OpenCluster(cluster_id, name, opening.spec, opening.reentrant, priority, opening.nodes),
-            _connection.DEFAULT_TIMING,
+        opened = OpenCluster(cluster_id, name, opening.spec, opening.reentrant, priority, opening.nodes)
+        self._connection = (
+            _connection.ClusterConnection(self._session, self.settings, opened, _connection.DEFAULT_TIMING)
+            if ranker is None else
+            RankingConnection(self._session, self.settings, opened, _connection.DEFAULT_TIMING, ranker=ranker)
         )
         self._open = False
         self.recover_file: Path | None = None
@@ -253,7 +264,7 @@ class ClusterCore:
 
     def _new_job(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: JobOptions | None) -> Job:
         self._check_open()
-        payload = pack_arguments(args, kwargs, MAX_JOB_PAYLOAD)
+        payload = pack_arguments(args, kwargs, *self._payload_limit())
         job = self.job_class(args, kwargs, time.time(), options)
         if self._session.add(job, payload, self._options(options)):
             self._wake()
@@ -263,12 +274,13 @@ class ClusterCore:
         """One job per argument tuple, handed over in chunks (the bulk ``map`` path)."""
         self._check_open()
         wire = self._options(options)
+        limit, limit_name = self._payload_limit()
         jobs: list[Job] = []
         chunk: list[tuple[Job, bytes]] = []
         now = time.time()
         for args in argsets:
             job = self.job_class(args, {}, now, options)
-            chunk.append((job, pack_arguments(args, {}, MAX_JOB_PAYLOAD)))
+            chunk.append((job, pack_arguments(args, {}, limit, limit_name)))
             jobs.append(job)
             if len(chunk) >= MAP_CHUNK:
                 if self._session.add_many(chunk, wire):
@@ -278,6 +290,14 @@ class ClusterCore:
         if chunk and self._session.add_many(chunk, wire):
             self._wake()
         return jobs
+
+    def _payload_limit(self) -> tuple[int, str]:
+        """The most bytes one job's arguments may pickle to, and whose limit that is: the scheduler's
+        ``max_payload_size`` (told when it opened the cluster), or else what one message may carry."""
+        scheduler = self._connection.max_payload
+        if 0 < scheduler < MAX_JOB_PAYLOAD:
+            return scheduler, "the scheduler's max_payload_size"
+        return MAX_JOB_PAYLOAD, "one message may carry"
 
     def _wake(self) -> None:
         try:
@@ -382,12 +402,10 @@ def _jsonable(resources: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _node_patterns(nodes: Iterable[str] | str | None) -> list[str] | None:
-    """``nodes=``: node names or shell-style patterns ("gpu*") the cluster may run on; None: all."""
+    """``nodes=``: node names or shell-style patterns ("gpu*") the cluster may run on; None: all.
+    (A callable that ranks nodes is the other form: see ``fairpool.clients.noderank``.)"""
     if nodes is None:
         return None
-    if callable(nodes):
-        raise NotImplementedError("SharedJobCluster(nodes=<callable>) is not supported by this version of fairpool "
-                                  "yet: give node names or patterns")
     patterns = [nodes] if isinstance(nodes, str) else list(nodes)
     if not patterns or not all(isinstance(p, str) and p for p in patterns):
         raise ValueError(f"nodes= takes node names or patterns (non-empty strings), got {nodes!r}")

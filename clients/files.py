@@ -117,6 +117,11 @@ class FileReceiver:
         root = os.path.realpath(self.dest_path)
         os.makedirs(root, exist_ok=True)
         *directories, base = normal.split("/")
+        for part in (*directories, base):
+            # names travel with '/' only; where this OS has other separators or drives, a part
+            # holding one ("..\\x", "C:x") would lead somewhere os.path.join cannot tell
+            if (os.altsep and os.altsep in part) or os.sep in part or os.path.splitdrive(part)[0]:
+                raise FileRefused(f"{name!r} is not a relative path under dest_path")
         current = root
         for part in directories:
             current = os.path.join(current, part)

@@ -34,6 +34,7 @@ from fairpool.clients.leanfuture import LeanFuture
 from fairpool.clients.options import JobOptions
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import JobResult
+from fairpool.payload import loads as load_payload
 
 __all__ = ["Job", "JobOptions", "Outcome"]
 
@@ -159,7 +160,8 @@ class Job(LeanFuture):
         if status == "FINISHED":
             try:
                 # A program's node may leave the payload empty: its result is the exit code.
-                value = cloudpickle.loads(result.payload) if result.payload else result.exit_code
+                # (large buffers come back out of band: views of the payload, see fairpool.payload)
+                value = load_payload(result.payload) if result.payload else result.exit_code
             except Exception as exc:
                 reason = f"the result could not be unpickled here: {exc!r}"
                 return JobStatus.FAILED, reason, None, JobFailed(reason, self.uid)

@@ -2,7 +2,8 @@
 
 ``nodes()``, ``stats()``, ``node_jobs()``, ``print_status()``, ``why(job)`` read; ``allocate_node``,
 ``deallocate_node``, ``close_node``, ``set_node_cpus`` and ``resetup_node`` change
-where (and how much) this cluster runs. A mixin over a cluster that provides
+where (and how much) this cluster runs (``nodes=`` a callable ranks the nodes for the
+cluster instead: ``fairpool.clients.noderank``; ``nodes()`` then shows each node's rank). A mixin over a cluster that provides
 ``_ask(verb, args)``: one Request to the scheduler, its reply's body back.
 """
 
@@ -28,12 +29,13 @@ class NodeInfo:
     allocated: bool  # this cluster may run jobs there
     cluster_cpus: int | None  # set_node_cpus cap for this cluster (None: its cpus)
     cluster_jobs: int  # this cluster's jobs there now
+    rank: float | None = None  # the rank a ``nodes=`` callable gave it (None: not ranked, or not to be used)
 
     @classmethod
     def from_reply(cls, item: dict[str, Any]) -> NodeInfo:
         return cls(item["name"], item["cpus"], item["memory"], item["gpus"], item["busy"], item["state"],
                    item["done"], item["last_heartbeat"], item["allocated"], item["cluster_cpus"],
-                   item["cluster_jobs"])
+                   item["cluster_jobs"], item.get("rank"))
 
 
 class NodeControls:

@@ -11,7 +11,9 @@ precedence rules live in one place:
 * token: ``token=``, ``FAIRPOOL_TOKEN``; with a token no secret file is read
   (a tenant token alone is enough to connect)
 * tls: ``tls=`` (``{"ca": ..., "cert": ..., "key": ...}``); with TLS and no
-  token, the client certificate says who we are and no secret file is read
+  token, the client certificate says who we are and no secret file is read;
+  its name is then the tenant (unless ``tenant=`` names one: the scheduler
+  refuses a tenant the certificate does not name)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from fairpool.address import DEFAULT_HOST, DEFAULT_PORT, Address, AddressError
 from fairpool.clients.errors import ClientConfigError
 from fairpool.secret import SecretError, read_secret
-from fairpool.tls import TlsFiles, tls_files
+from fairpool.tls import TlsError, TlsFiles, client_context, tls_files
 
 DEFAULT_SCHEDULER = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_SECRET_FILE = os.path.join(".fairpool", "secret")
@@ -69,14 +71,17 @@ def resolve_settings(
 ) -> ClientSettings:
     """Settings from arguments, environment and defaults; ClientConfigError says what is wrong."""
     address = _resolve_address(scheduler)
-    tenant_name = tenant if tenant is not None else os.environ.get("FAIRPOOL_TENANT") or _os_user()
-    if not tenant_name:
-        raise ClientConfigError("the tenant name is empty: pass tenant= or set FAIRPOOL_TENANT")
     token_text = token if token is not None else os.environ.get("FAIRPOOL_TOKEN") or None
     try:
         tls_config = tls_files(tls) if tls is not None else None
     except ValueError as exc:
         raise ClientConfigError(f"bad tls=: {exc}") from None
+    cert_tenant = _certificate_tenant(tls_config) if tls_config is not None else None
+    if tenant is None and cert_tenant is not None and not token_text and secret_file is None:
+        tenant = cert_tenant  # the certificate proves who we are: its name is the tenant
+    tenant_name = tenant if tenant is not None else os.environ.get("FAIRPOOL_TENANT") or _os_user()
+    if not tenant_name:
+        raise ClientConfigError("the tenant name is empty: pass tenant= or set FAIRPOOL_TENANT")
     path = Path(secret_file if secret_file is not None else os.environ.get("FAIRPOOL_SECRET_FILE") or DEFAULT_SECRET_FILE)
     secret = b""
     if not token_text and (tls_config is None or secret_file is not None):
@@ -89,6 +94,17 @@ def resolve_settings(
             ) from None
     return ClientSettings(address, tenant_name, path.absolute(), secret, f"{socket.gethostname()}:{os.getpid()}",
                           token_text, tls_config)
+
+
+def _certificate_tenant(files: TlsFiles) -> str:
+    """The name in our client certificate; unusable files are reported now, not as a refusal later."""
+    from fairpool.certs import certificate_identity  # cryptography: only for TLS clients
+
+    try:
+        client_context(files)  # loads CA, certificate and key: missing files, a key that does not match
+        return certificate_identity(files.cert).name
+    except TlsError as exc:
+        raise ClientConfigError(f"bad tls=: {exc}") from None
 
 
 def _resolve_address(scheduler: str | Address | None) -> Address:

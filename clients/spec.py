@@ -13,7 +13,9 @@ program: the file itself is shipped with its mode, made executable.
 
 Each job's arguments are pickled in the submitting thread by
 ``pack_arguments``; plain scalars take the stdlib pickler, which is several
-times faster than cloudpickle and produces the same bytes for them.
+times faster than cloudpickle and produces the same bytes for them; anything
+else goes through ``fairpool.payload`` (cloudpickle, protocol 5, large
+buffers such as a numpy array's data out of band: not copied into the pickle).
 
 Everything is checked here, in the user's process, before anything connects:
 a missing file or an unpicklable function is a ``ComputationError`` naming it.
@@ -37,7 +39,8 @@ from typing import Any
 import cloudpickle
 
 from fairpool.clients.errors import ArgumentsError, ComputationError
-from fairpool.clusterspec import ClusterSpec, DependFile
+from fairpool.clusterspec import ClusterSpec, DependFile, is_safe_file_name
+from fairpool.payload import dumps as dump_payload
 
 Computation = Callable[..., Any] | str | os.PathLike[str]
 
@@ -45,19 +48,21 @@ Computation = Callable[..., Any] | str | os.PathLike[str]
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def pack_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], limit: int) -> bytes:
-    """The job payload ``cloudpickle.dumps((args, kwargs))``; ArgumentsError if it cannot be sent."""
+def pack_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], limit: int,
+                   limit_name: str = "one message may carry") -> bytes:
+    """The job payload: ``(args, kwargs)`` pickled (``fairpool.payload``: large buffers out of band);
+    ArgumentsError if it cannot be pickled or is over ``limit`` bytes (``limit_name`` says whose)."""
     plain = _PLAIN_TYPES
     try:
         if all(type(a) in plain for a in args) and all(type(v) in plain for v in kwargs.values()):
             payload = pickle.dumps((args, kwargs), cloudpickle.DEFAULT_PROTOCOL)
         else:
-            payload = cloudpickle.dumps((args, kwargs))
+            payload = dump_payload((args, kwargs))
     except Exception as exc:
         raise ArgumentsError(f"cannot pickle the job's arguments: {exc}") from exc
     if len(payload) > limit:
         raise ArgumentsError(
-            f"the job's arguments pickle to {len(payload)} bytes, more than one message may carry ({limit} bytes)"
+            f"the job's arguments pickle to {len(payload)} bytes, more than {limit_name} ({limit} bytes)"
         )
     return payload
 
@@ -143,16 +148,28 @@ def _pack_program(
 
 
 def read_depend_file(path: str | os.PathLike[str]) -> DependFile:
-    """A file of ``depends`` as it travels: base name, bytes and permission bits."""
+    """A file of ``depends`` as it travels: base name, bytes and permission bits.
+
+    It lands on the node under its base name, in the job's working directory:
+    a name the node would refuse is refused here, before anything connects.
+    """
     return _read_file(path, "depends file")
 
 
 def _read_file(path: str | os.PathLike[str], role: str) -> DependFile:
     p = Path(path)
     try:
-        st = p.stat()
+        st = p.stat()  # a symbolic link ships what it points to, under the link's name
         if stat.S_ISDIR(st.st_mode):
             raise ComputationError(f"{role} {os.fspath(path)!r} is a directory: only files can be shipped")
+        if not stat.S_ISREG(st.st_mode):
+            # a FIFO or a device would block or never end: not something to ship
+            raise ComputationError(f"{role} {os.fspath(path)!r} is not a regular file: only files can be shipped")
+        if not is_safe_file_name(p.name):
+            raise ComputationError(
+                f"{role} {os.fspath(path)!r}: its name {p.name!r} cannot name a file in the job's working "
+                "directory on the node (it lands there under its base name: no '/', '\\' or NUL)"
+            )
         data = p.read_bytes()
     except FileNotFoundError:
         raise ComputationError(f"{role} {os.fspath(path)!r} does not exist") from None

@@ -8,15 +8,23 @@ wants to ask a running scheduler a question in a few lines::
 
 Credentials come from arguments, else the ``FAIRPOOL_*`` variables, else the
 defaults of ``fairpool up`` (``127.0.0.1:51350``, ``./.fairpool/secret``).
-The cluster secret alone makes an admin connection (role "admin"); with a
-tenant name it makes a tenant's client connection (role "client"), which the
-scheduler lets see and cancel only that tenant's jobs. Tenant tokens are not
-supported by this version yet: a tenant proves itself with the cluster secret
-plus its name, and a token is never sent anywhere.
+Three credentials, one connection each:
+
+* the cluster secret alone: the admin (role "admin");
+* a tenant and its token (``tenants add`` prints it): that tenant's client
+  connection (role "client", ``auth="token"``); no secret file is read. The
+  scheduler lets it see and cancel only that tenant's jobs (``jobs``,
+  ``why``: ``TENANT_VERBS``); every other verb is refused here already;
+* TLS files (``--tls-ca/--tls-cert/--tls-key``) without a secret file or a
+  token: the certificate says who we are (``auth="tls"``). With a secret file
+  or a token too, that credential is checked inside the TLS channel.
+
+A tenant name with the cluster secret (no token) is a tenant's client too:
+schedulers that have issued no token accept that.
 
 Every failure is an exception whose text is one line for the user:
 ``AdminUsageError`` (a malformed flag: exit 2) or ``AdminError`` (the
-scheduler unreachable, the secret wrong, the request refused: exit 1).
+scheduler unreachable, the credential wrong, the request refused: exit 1).
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ from typing import Any
 import trio
 
 from fairpool.address import DEFAULT_HOST, DEFAULT_PORT, Address, AddressError
-from fairpool.handshake import AuthError
+from fairpool.handshake import AuthError, CertIdentity
 from fairpool.messages import Error, Reply, Request
 from fairpool.protocol import ProtocolError
 from fairpool.secret import SecretError, read_secret
+from fairpool.tls import TlsError, TlsFiles
+from fairpool.tokens import TokenError, token_bytes
 from fairpool.wire import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     ConnectionClosed,
@@ -49,6 +59,9 @@ DEFAULT_SECRET_FILE = Path(".fairpool") / "secret"
 DEFAULT_TIMEOUT = 30.0  # seconds for connecting, authenticating and the reply, together
 ENV_SCHEDULER, ENV_SECRET_FILE = "FAIRPOOL_SCHEDULER", "FAIRPOOL_SECRET_FILE"
 ENV_TENANT, ENV_TOKEN = "FAIRPOOL_TENANT", "FAIRPOOL_TOKEN"
+ENV_TLS = {"ca": "FAIRPOOL_TLS_CA", "cert": "FAIRPOOL_TLS_CERT", "key": "FAIRPOOL_TLS_KEY"}
+#: What a tenant's credential may ask (the scheduler refuses the rest to it as well).
+TENANT_VERBS = frozenset({"jobs.list", "jobs.show", "jobs.cancel", "why"})
 _NO_PORT = -1
 
 
@@ -76,12 +89,25 @@ class Credentials:
     scheduler: Address
     role: str  # "admin" | "client"
     tenant: str  # "" for the admin
-    secret_file: Path
-    secret: bytes = field(repr=False)  # never in a log line or a traceback
-    token_ignored: bool = False  # --token was given: not checked by this version (see module docstring)
+    secret_file: Path | None  # None: no secret is used (a token, or a TLS certificate)
+    secret: bytes = field(default=b"", repr=False)  # never in a log line or a traceback
+    auth: str = "secret"  # what proves who we are: "secret" | "token" | "tls"
+    token: str | None = field(default=None, repr=False)
+    tls: TlsFiles | None = None
 
     def describe(self) -> str:
         return "admin" if self.role == "admin" else f"tenant {self.tenant!r}"
+
+    def proof(self) -> str:
+        """Which credential we showed, for error messages (never its value)."""
+        if self.auth == "token":
+            return f"tenant {self.tenant!r} with its token"
+        if self.auth == "tls":
+            return f"the TLS certificate {self.tls.cert if self.tls else '?'}"
+        return f"secret file {self.secret_file}"
+
+    def may_ask(self, verb: str) -> bool:
+        return self.role == "admin" or verb in TENANT_VERBS
 
 
 def parse_scheduler_address(text: str, source: str = "--scheduler") -> Address:
@@ -104,6 +130,9 @@ def resolve_credentials(
     secret_file: str | os.PathLike[str] | None = None,
     tenant: str | None = None,
     token: str | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Credentials:
     """Arguments first, then ``FAIRPOOL_*`` variables, then the defaults of ``fairpool up``."""
@@ -118,18 +147,67 @@ def resolve_credentials(
         raise AdminUsageError("bad value for --tenant: the tenant name is empty")
     if token is not None and tenant is None and not env.get(ENV_TENANT):
         raise AdminUsageError("--token goes with --tenant NAME (a tenant's credential)")
+    if token is not None and secret_file is not None:
+        raise AdminUsageError("--secret-file and --token are two credentials: give one (the secret is the "
+                              "admin's, a token a tenant's)")
     tenant_name = (tenant if tenant is not None else env.get(ENV_TENANT, "")).strip()
+    role = "client" if tenant_name else "admin"
+    tls = _tls_files(tls_ca, tls_cert, tls_key, env)
+    # An explicit --secret-file beats a token from the environment; a token needs a tenant.
+    token_text = token if token is not None else env.get(ENV_TOKEN) if secret_file is None else None
+    if tenant_name and token_text:
+        source = "--token" if token is not None else ENV_TOKEN
+        try:
+            token_bytes(token_text)
+        except TokenError as exc:
+            raise AdminUsageError(f"bad value for {source}: {exc}") from None
+        return Credentials(address, role, tenant_name, None, auth="token", token=token_text.strip(), tls=tls)
+    if tls is not None and secret_file is None:
+        identity = _certificate_identity(tls) if not tenant_name else None
+        if identity is not None and identity.role == "client":
+            # A tenant's certificate without --tenant: act as the tenant it names.
+            return Credentials(address, "client", identity.name, None, auth="tls", tls=tls)
+        return Credentials(address, role, tenant_name, None, auth="tls", tls=tls)
     path = Path(secret_file if secret_file is not None else env.get(ENV_SECRET_FILE) or DEFAULT_SECRET_FILE)
     try:
         secret = read_secret(path)
     except SecretError as exc:
-        if tenant_name and (token or env.get(ENV_TOKEN)):
-            raise AdminError(f"tenant tokens are not supported by this version of fairpool yet: tenant "
-                             f"{tenant_name!r} must connect with the cluster secret ({exc})") from None
-        raise AdminError(f"{exc} (pass --secret-file or set {ENV_SECRET_FILE}; "
-                         f"'fairpool up' creates {DEFAULT_SECRET_FILE} in the directory it runs in)") from None
-    role = "client" if tenant_name else "admin"
-    return Credentials(address, role, tenant_name, path, secret, token_ignored=bool(tenant_name and token))
+        hint = (f"; {ENV_TOKEN} is set, but a token is a tenant's: name it with --tenant or {ENV_TENANT}"
+                if token_text and not tenant_name else "")
+        raise AdminError(f"{exc} (pass --secret-file or set {ENV_SECRET_FILE}, or --tenant NAME --token TOKEN; "
+                         f"'fairpool up' creates {DEFAULT_SECRET_FILE} in the directory it runs in{hint})") from None
+    return Credentials(address, role, tenant_name, path, secret, tls=tls)
+
+
+def _certificate_identity(tls: TlsFiles) -> CertIdentity:
+    # cryptography's x509 is loaded only when TLS is used.
+    from fairpool.certs import certificate_identity
+
+    try:
+        return certificate_identity(tls.cert)
+    except (TlsError, OSError) as exc:
+        raise AdminUsageError(f"bad value for --tls-cert: {exc}") from None
+
+
+def _tls_files(ca: str | os.PathLike[str] | None, cert: str | os.PathLike[str] | None,
+               key: str | os.PathLike[str] | None, env: Mapping[str, str]) -> TlsFiles | None:
+    """All three TLS files (flags, else variables) or none; AdminUsageError names what is missing."""
+    given = {"ca": ca, "cert": cert, "key": key}
+    paths: dict[str, Path] = {}
+    for part, value in given.items():
+        text = os.fspath(value) if value is not None else env.get(ENV_TLS[part], "")
+        if text:
+            paths[part] = Path(text)
+    if not paths:
+        return None
+    missing = [f"--tls-{part} (or {ENV_TLS[part]})" for part in given if part not in paths]
+    if missing:
+        raise AdminUsageError(f"TLS needs a CA certificate, a certificate and its key: missing {', '.join(missing)}")
+    for part, path in paths.items():
+        if not path.is_file():
+            source = f"--tls-{part}" if given[part] is not None else ENV_TLS[part]
+            raise AdminUsageError(f"bad value for {source}: no such file {str(path)!r}")
+    return TlsFiles(paths["ca"], paths["cert"], paths["key"])
 
 
 # --- talking to the scheduler ------------------------------------------------------------
@@ -171,12 +249,13 @@ async def admin_session(credentials: Credentials, *, timeout: float = DEFAULT_HA
     name = f"admin@{socket.gethostname()}:{os.getpid()}"
     try:
         stream = await open_connection(where, credentials.secret, role=credentials.role,
-                                       tenant=credentials.tenant, name=name, timeout=timeout)
+                                       tenant=credentials.tenant, name=name, timeout=timeout,
+                                       auth=credentials.auth, token=credentials.token, tls=credentials.tls)
     except ConnectionClosed as exc:
         raise AdminError(f"cannot reach the fairpool scheduler at {where}: {_reason(exc, where)}") from None
     except AuthError as exc:
         raise AdminError(f"the fairpool scheduler at {where} did not accept us: {exc} "
-                         f"(secret file {credentials.secret_file})") from None
+                         f"({credentials.proof()})") from None
     except ProtocolError as exc:
         raise AdminError(f"cannot talk to the fairpool scheduler at {where}: {exc}") from None
     try:

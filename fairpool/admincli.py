@@ -1,12 +1,13 @@
 """``fairpool admin``: the admin command line (argparse wiring, output, exit codes).
 
     fairpool admin [--scheduler HOST:PORT] [--secret-file FILE | --tenant NAME [--token TOKEN]]
-                   [--timeout SECONDS] [--json] VERB ...
+                   [--tls-ca FILE --tls-cert FILE --tls-key FILE] [--timeout SECONDS] [--json] VERB ...
 
 Connection flags come before the verb (``jobs --tenant`` is a filter, not a
 credential); ``FAIRPOOL_SCHEDULER``, ``FAIRPOOL_SECRET_FILE``,
-``FAIRPOOL_TENANT`` and ``FAIRPOOL_TOKEN`` stand in for them (see
-``fairpool.admin``). ``--json`` may also follow the verb. A noun alone lists
+``FAIRPOOL_TENANT``, ``FAIRPOOL_TOKEN`` and ``FAIRPOOL_TLS_CA/CERT/KEY``
+stand in for them (see ``fairpool.admin``). A tenant credential may use
+``jobs`` and ``why`` only (its own jobs); any other verb exits 1 at once. ``--json`` may also follow the verb. A noun alone lists
 (``nodes`` = ``nodes list``, ``policy`` = ``policy show``, ``journal`` =
 ``journal inspect``); ``drain``, ``undrain`` and ``cancel`` are also verbs of
 their own (``nodes drain``, ``nodes undrain``, ``jobs cancel``).
@@ -30,9 +31,11 @@ jobs cancel UID...     {"cancelled": [uid], "already_ended": [uid], "not_found":
 why UID                job + {"explanation": str}; a queued job also {"rank", "tenants",
                        "ahead", "entitlement", "received", "reason"} from the policy
 tenants [list]         [{"name", "weight", "tier", "max_running", "running", "queued",
-                       "entitlement", "received", "policy_says"}]
+                       "entitlement", "received", "policy_says", "token": bool}]
 tenants show NAME      one tenant of that list
-tenants add NAME       {"tenant": NAME, "token": TOKEN} (once the scheduler supports it)
+tenants add NAME       {"tenant": NAME, "token": TOKEN}: the token is shown this once only
+  [--rotate]           (--rotate: replace an existing token; the old one stops working)
+tenants remove NAME    {"tenant", "removed": true, "token_revoked": bool}
 policy [show]          {"policy": str, "queued": int, "tenants": {NAME: {"weight", "tier",
                        "max_running", "max_queued", "parent"}}}
 policy set NAME        {"policy": str}
@@ -63,6 +66,7 @@ from fairpool import adminformat as fmt
 from fairpool.admin import (
     DEFAULT_TIMEOUT,
     ENV_TENANT,
+    ENV_TOKEN,
     AdminError,
     AdminUsageError,
     Credentials,
@@ -91,21 +95,23 @@ class _Run:
     @property
     def credentials(self) -> Credentials:
         if self._credentials is None:
-            self._credentials = resolve_credentials(scheduler=self.args.scheduler, secret_file=self.args.secret_file,
-                                                    tenant=self.args.tenant, token=self.args.token)
-            if self._credentials.token_ignored:
-                print(f"fairpool admin: note: --token is not checked (tenant tokens are not supported by this "
-                      f"version yet); connecting as tenant {self._credentials.tenant!r} with the cluster secret",
-                      file=sys.stderr)
+            a = self.args
+            self._credentials = resolve_credentials(scheduler=a.scheduler, secret_file=a.secret_file,
+                                                    tenant=a.tenant, token=a.token, tls_ca=a.tls_ca,
+                                                    tls_cert=a.tls_cert, tls_key=a.tls_key)
         return self._credentials
 
     def ask(self, verb: str, args: Mapping[str, Any] | None = None) -> Any:
+        credentials = self.credentials
+        if not credentials.may_ask(verb):  # refused before connecting: nothing can change
+            raise AdminError(f"{verb!r} needs the admin credential (the cluster secret or an admin certificate); "
+                             f"as {credentials.describe()} only 'jobs' and 'why' may be used "
+                             f"(unset {ENV_TENANT}/{ENV_TOKEN} to act as the admin)")
         try:
-            return call(self.credentials, verb, args, timeout=self.args.timeout)
+            return call(credentials, verb, args, timeout=self.args.timeout)
         except RequestRefused as exc:
-            if self.credentials.role != "admin" and "needs the admin credential" in exc.error:
-                raise AdminError(f"{exc.error} (connected as tenant {self.credentials.tenant!r}; the admin "
-                                 f"credential is the cluster secret without --tenant or {ENV_TENANT})") from None
+            if credentials.role != "admin" and "needs the admin credential" in exc.error:
+                raise AdminError(f"{exc.error} (connected as {credentials.describe()})") from None
             raise
 
     def show(self, body: Any, text: Callable[[Any], str]) -> int:
@@ -189,25 +195,41 @@ def _tenants_show(r: _Run) -> int:
         if tenant.get("name") == r.args.name:
             return r.show(tenant, lambda t: fmt.key_values(t.items()))
     raise AdminError(f"no such tenant {r.args.name!r} (the scheduler knows a tenant once it is in the "
-                     "policy file or has submitted jobs)")
+                     "policy file, has submitted jobs or has a token)")
+
+
+def _tenant_args(r: _Run) -> dict[str, Any]:
+    settings = {key: getattr(r.args, key, None) for key in ("weight", "tier", "max_running", "max_queued")}
+    return {"name": r.args.name, **{k: v for k, v in settings.items() if v is not None}}
+
+
+def _ask_tenant_verb(r: _Run, verb: str, args: dict[str, Any]) -> Any:
+    """A scheduler without the verb refuses it: said plainly."""
+    try:
+        return r.ask(verb, args)
+    except RequestRefused as exc:
+        if exc.error.startswith("unknown request"):
+            raise AdminError(f"not supported by this scheduler yet (it answered: "
+                             f"{exc.error.split(' (known:')[0]})") from None
+        raise
 
 
 def _tenant_change(verb: str) -> Action:
-    """tenants add/set/remove: sent as they are; a scheduler without them refuses (said plainly)."""
+    """tenants set/remove: sent as they are."""
 
     def action(r: _Run) -> int:
-        settings = {key: getattr(r.args, key, None) for key in ("weight", "tier", "max_running", "max_queued")}
-        args = {"name": r.args.name, **{k: v for k, v in settings.items() if v is not None}}
-        try:
-            body = r.ask(verb, args)
-        except RequestRefused as exc:
-            if exc.error.startswith("unknown request"):
-                raise AdminError(f"not supported by this scheduler yet (it answered: "
-                                 f"{exc.error.split(' (known:')[0]})") from None
-            raise
+        body = _ask_tenant_verb(r, verb, _tenant_args(r))
         return r.show(body, lambda b: fmt.key_values(b.items()) if isinstance(b, Mapping) else str(b))
 
     return action
+
+
+def _tenants_add(r: _Run) -> int:
+    """The new token is printed here and never again (the scheduler keeps only its hash)."""
+    rotate = bool(getattr(r.args, "rotate", False))
+    body = _ask_tenant_verb(r, "tenants.add", {**_tenant_args(r), **({"rotate": True} if rotate else {})})
+    issued = {"tenant": body["tenant"], "token": body["token"]}
+    return r.show(issued, lambda b: fmt.token_text(b, rotated=rotate))
 
 
 def _policy_show(r: _Run) -> int:
@@ -334,8 +356,12 @@ def register(commands: Any) -> argparse.ArgumentParser:
                        help="the cluster secret: the admin credential (env FAIRPOOL_SECRET_FILE; "
                             "default ./.fairpool/secret)")
     admin.add_argument("--tenant", metavar="NAME",
-                       help="act as this tenant: only its jobs (env FAIRPOOL_TENANT)")
-    admin.add_argument("--token", metavar="TOKEN", help="the tenant's token (env FAIRPOOL_TOKEN; not supported yet)")
+                       help="act as this tenant: only its jobs, with 'jobs' and 'why' (env FAIRPOOL_TENANT)")
+    admin.add_argument("--token", metavar="TOKEN",
+                       help="the tenant's token, from 'tenants add' (env FAIRPOOL_TOKEN); no secret file needed")
+    for part, what in (("ca", "the CA certificate"), ("cert", "our certificate"), ("key", "its private key")):
+        admin.add_argument(f"--tls-{part}", metavar="FILE",
+                           help=f"TLS: {what} (env FAIRPOOL_TLS_{part.upper()}); all three, or none")
     admin.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=DEFAULT_TIMEOUT,
                        help=f"give up on the scheduler after this long (default {DEFAULT_TIMEOUT:g})")
     admin.add_argument("--json", action="store_true", default=False, help="print one JSON document")
@@ -369,7 +395,9 @@ def register(commands: Any) -> argparse.ArgumentParser:
     sub = tenants.add_subparsers(dest="tenants_verb", metavar="list|show|add|set|remove")
     _verb(sub, "list", "tenants list", _tenants_list, "list tenants and their shares")
     _verb(sub, "show", "tenants show", _tenants_show, "one tenant").add_argument("name", metavar="NAME")
-    _tenant_settings(_verb(sub, "add", "tenants add", _tenant_change("tenants.add"), "add a tenant; prints its token"))
+    add = _verb(sub, "add", "tenants add", _tenants_add, "give a tenant a token (printed once); and settings")
+    _tenant_settings(add)
+    add.add_argument("--rotate", action="store_true", help="replace the tenant's token: the old one stops working")
     _tenant_settings(_verb(sub, "set", "tenants set", _tenant_change("tenants.set"), "change a tenant's settings"))
     _verb(sub, "remove", "tenants remove", _tenant_change("tenants.remove"),
           "remove a tenant").add_argument("name", metavar="NAME")

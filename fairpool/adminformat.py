@@ -141,6 +141,7 @@ TENANT_COLUMNS: list[Column] = [
     ("QUEUED", lambda t: t.get("queued")),
     ("ENTITLED", lambda t: percent(t.get("entitlement"))),
     ("RECEIVES", lambda t: percent(t.get("received"))),
+    ("TOKEN", lambda t: t.get("token")),
 ]
 
 POLICY_TENANT_COLUMNS: list[Column] = [
@@ -213,6 +214,17 @@ def policy_text(body: Mapping[str, Any]) -> str:
         rows = [{"name": name, **settings} for name, settings in sorted(tenants.items())]
         text += "\n\n" + table(rows, POLICY_TENANT_COLUMNS)
     return text
+
+
+def token_text(body: Mapping[str, Any], rotated: bool = False) -> str:
+    """A new tenant token: shown this once, so say so (and what the tenant does with it)."""
+    lines = [key_values([("tenant", body.get("tenant")), ("token", body.get("token"))]), "",
+             "Keep this token now: it is shown only this once (the scheduler keeps just a hash of it).",
+             f"The tenant connects with tenant={body.get('tenant')!r} and token=... "
+             "(or FAIRPOOL_TENANT and FAIRPOOL_TOKEN); 'tenants add --rotate' replaces a lost one."]
+    if rotated:
+        lines.append("The old token no longer works; the connections it let in were closed.")
+    return "\n".join(lines)
 
 
 def why_text(body: Mapping[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The ``fairpool`` command: parse flags, load the config, run daemons under one trio run.
 
 Owns the command line (``scheduler``, ``node``, ``up``, ``demo``; ``admin`` is
-wired in from ``fairpool.admincli``), how a
+wired in from ``fairpool.admincli``, ``certs`` from ``fairpool.certscli``), how a
 daemon is started and stopped (SIGINT/SIGTERM cancel the run: a clean stop,
 exit 0, no traceback) and how failures reach the user (bad flags or config:
 one line, exit 2; a runtime error such as a port in use: one line, exit 1).
@@ -33,6 +33,8 @@ from fairpool.config import (
     SchedulerConfig,
     load_node_config,
     load_scheduler_config,
+    read_toml,
+    tls_flags,
 )
 from fairpool.logs import configure_logging
 from fairpool.secret import SecretError
@@ -67,16 +69,25 @@ def _daemon_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", metavar="DIR", help="where state lives (journal, secret, address file)")
     p.add_argument("--secret-file", metavar="FILE",
                    help="the cluster secret (created, mode 0600, if missing; default: STATE_DIR/secret)")
-    p.add_argument("--log-format", metavar="console|json", help="log format (default: console)")
+    p.add_argument("--log-format", metavar="console|json",
+                   help="log format (default: console on a terminal, json otherwise)")
     p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, error (default: info)")
+    p.add_argument("--tls-ca", metavar="FILE", help="mutual TLS: the CA certificate (with --tls-cert, --tls-key)")
+    p.add_argument("--tls-cert", metavar="FILE", help="mutual TLS: this daemon's certificate (`fairpool certs`)")
+    p.add_argument("--tls-key", metavar="FILE", help="mutual TLS: this daemon's private key")
 
 
 def _scheduler_flags(p: argparse.ArgumentParser) -> None:
     _daemon_flags(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="protocol address (default: 127.0.0.1:51350)")
-    p.add_argument("--http", metavar="HOST:PORT", help="dashboard and /metrics address (default: off)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help='dashboard and /metrics address, "" for none (default: off; for up: 127.0.0.1:51351)')
     p.add_argument("--policy", metavar="NAME", help="fair-share policy (default: fifo)")
     p.add_argument("--policy-file", metavar="FILE", help="policy TOML: tenants, weights, settings")
+    p.add_argument("--announce", action="store_true", default=None,
+                   help="announce the scheduler on the LAN, for `fairpool node --discover` (default: off)")
+    p.add_argument("--advertise", metavar="HOST:PORT",
+                   help="the address nodes are told to dial (behind NAT; default: the listen address)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,11 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("node", help="run a node daemon")
     _daemon_flags(p)
-    p.add_argument("--scheduler", metavar="HOST:PORT", help=f"scheduler address (env {ENV_SCHEDULER})")
+    p.add_argument("--scheduler", metavar="HOST:PORT", action="append",
+                   help=f"scheduler address (env {ENV_SCHEDULER}); several (A,B or repeated): failover order")
     p.add_argument("--cpus", metavar="N", help="CPUs to offer (default: all)")
     p.add_argument("--name", metavar="NAME", help="node name (default: host name)")
     p.add_argument("--memory", metavar="SIZE", help='memory to offer, e.g. "16G" (default: detect)')
     p.add_argument("--gpus", metavar="N", help="GPUs to offer (default: 0)")
+    p.add_argument("--run-as", metavar="USER[:GROUP]",
+                   help="run jobs as this unprivileged user (the node must run as root)")
+    p.add_argument("--discover", action="store_true", default=None,
+                   help="find the scheduler by its LAN announcements instead of --scheduler")
+    p.add_argument("--discover-name", metavar="NAME", help="with --discover: only the scheduler of this name")
+    p.add_argument("--announce-address", metavar="HOST:PORT",
+                   help="where announcements are heard (default: multicast 239.255.51.35:51352)")
+    p.add_argument("--announce-interface", metavar="IP", help="the interface to hear announcements on")
+    p.add_argument("--serve-hours", metavar="HH:MM-HH:MM", help='take jobs only then, e.g. "18:00-08:00"')
+    p.add_argument("--serve", metavar="N", help="exit after serving N clusters (default: 0, never)")
+    p.add_argument("--stop", metavar="finish|handback", help="what SIGTERM does with running jobs (default: finish)")
+    p.add_argument("--stop-timeout", metavar="SECONDS", help="how long `finish` waits (default: 60s)")
+    p.add_argument("--init-hook", metavar="COMMAND", help="shell command run before the node starts")
+    p.add_argument("--close-hook", metavar="COMMAND", help="shell command run when the node exits")
+    p.add_argument("--clean", action="store_true", default=None,
+                   help="remove working directories a crashed node left in the state dir")
     p.set_defaults(run=_cmd_node, parser=p)
 
     p = commands.add_parser("up", help="scheduler + one local node, in the foreground")
@@ -112,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fairpool.admincli import register as register_admin  # its own module: verbs, tables, JSON
 
     register_admin(commands)
+    from fairpool.certscli import register as register_certs
+
+    register_certs(commands)
     return parser
 
 
@@ -135,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _overrides(args: argparse.Namespace, keys: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+    tls = tls_flags(getattr(args, "tls_ca", None), getattr(args, "tls_cert", None), getattr(args, "tls_key", None))
+    if tls is not None:
+        overrides["tls"] = tls
+    return overrides
 
 
 # --- commands ------------------------------------------------------------------
@@ -158,15 +193,18 @@ def _cmd_node(args: argparse.Namespace) -> int:
     labels: dict[str, str] = {}
     # The environment stands in for a flag that is not given.
     for key, var in (("scheduler", ENV_SCHEDULER), ("secret_file", ENV_SECRET_FILE)):
+        if key == "scheduler" and args.discover:
+            continue  # --discover finds it; a FAIRPOOL_SCHEDULER set for clients is not a conflict
         if key not in overrides and os.environ.get(var):
             overrides[key], labels[key] = os.environ[var], var
     config = load_node_config(args.config, overrides, labels=labels)
     configure_logging(config.log_format, config.log_level)
 
     async def run() -> None:
-        from fairpool.nodes.daemon import serve_node
+        from fairpool.nodes.service import run_node  # SIGTERM drains the node
 
-        await serve_node(config)
+        structlog.contextvars.bind_contextvars(node=config.name)  # every line of the node names it
+        await run_node(config)
 
     return run_daemon("node", run)
 
@@ -180,6 +218,7 @@ def local_node_config(scheduler: SchedulerConfig, cpus: str | int | None) -> Nod
         "log_format": scheduler.log_format,
         "log_level": scheduler.log_level,
         "heartbeat_interval": scheduler.heartbeat_interval,
+        "heartbeat_timeout": scheduler.heartbeat_timeout,
         "handshake_timeout": scheduler.handshake_timeout,
         "max_frame_size": scheduler.max_frame_size,
     }
@@ -209,23 +248,51 @@ async def start_pool(nursery: trio.Nursery, scheduler: SchedulerConfig, node: No
     return address
 
 
+UP_HTTP_PORT = 51351  # `fairpool up` serves the dashboard here unless told otherwise
+HTTP_ADDRESS_FILE = "scheduler.http"  # where the scheduler writes the dashboard's bound address
+
+
+def _up_dashboard(args: argparse.Namespace, scheduler: SchedulerConfig) -> SchedulerConfig:
+    """``up`` serves the dashboard on loopback unless --http or the config file's ``http`` say otherwise.
+
+    With ``--listen HOST:0`` (any free port) the dashboard takes a free port too.
+    """
+    if args.http is not None or (args.config is not None and "http" in read_toml(args.config)):
+        return scheduler
+    return replace(scheduler, http=Address("127.0.0.1", 0 if scheduler.listen.port == 0 else UP_HTTP_PORT))
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
-    scheduler = load_scheduler_config(args.config, _overrides(args, SCHEDULER_KEYS))
+    scheduler = _up_dashboard(args, load_scheduler_config(args.config, _overrides(args, SCHEDULER_KEYS)))
+    if scheduler.tls is not None:
+        raise ConfigError("`fairpool up` does not run TLS (its local node would need a node certificate): "
+                          "run `fairpool scheduler` and `fairpool node`, each with its own certificate")
     node = local_node_config(scheduler, args.cpus)
     configure_logging(scheduler.log_format, scheduler.log_level)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             address = await start_pool(nursery, scheduler, node)
-            print(banner(scheduler, node, address), flush=True)
+            print(banner(scheduler, node, address, _dashboard_address(scheduler)), flush=True)
 
     return run_daemon("up", run, listen=scheduler.listen, http=scheduler.http)
 
 
-def banner(scheduler: SchedulerConfig, node: NodeConfig, address: Address) -> str:
+def _dashboard_address(scheduler: SchedulerConfig) -> Address | None:
+    """Where the running scheduler's dashboard listens (it wrote it to its state dir), if it serves one."""
+    try:
+        return Address.parse((scheduler.state_dir / HTTP_ADDRESS_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def banner(scheduler: SchedulerConfig, node: NodeConfig, address: Address,
+           dashboard_address: Address | None = None) -> str:
     secret = scheduler.secret_path.absolute()
     if scheduler.http is None:
         dashboard = "off (start with --http 127.0.0.1:PORT)"
+    elif dashboard_address is not None:
+        dashboard = f"http://{reachable(dashboard_address)}/ (log in with the secret file's content)"
     elif scheduler.http.port == 0:
         dashboard = f"on {scheduler.http.host}, at a free port (see the log)"
     else:
@@ -323,7 +390,8 @@ def _failure(what: str, exc: BaseException, *, listen: Address | None, http: Add
 
 def _describe(exc: BaseException, listen: Address | None, http: Address | None) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        where = " or ".join(str(a) for a in (listen, http) if a is not None) or "its address"
+        # The dashboard names its address (as the error's filename); else it was the protocol's.
+        where = exc.filename or listen or http or "its address"
         return f"cannot listen on {where}: address already in use (is another fairpool running?)"
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror

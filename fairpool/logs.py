@@ -4,19 +4,32 @@ Daemons log through ``structlog.get_logger("fairpool.scheduler")`` (or
 ``"fairpool.node"`` ...); ``configure_logging`` decides how it looks. Every
 event carries the standard fields ``timestamp`` (ISO 8601, UTC), ``level``,
 ``event`` and ``logger``. ``"console"`` renders one human-readable line per
-event; ``"json"`` one JSON object per line, for log collectors. Records from
-the standard ``logging`` module (libraries) go through the same renderer.
+event (in colour on a terminal); ``"json"`` one JSON object per line, for
+journald and log collectors; the default is console on a terminal and JSON
+otherwise (``fairpool.config.default_log_format``). Records from the standard
+``logging`` module (libraries) go through the same renderer.
+
+Field names are shared by every daemon: a line about a job carries ``job``
+(its uid), ``tenant``, ``node`` and ``cluster``. Values of fields named like
+credentials (``secret``, ``token``, ``password``, ``key``, ...) are replaced
+by ``[redacted]`` before any renderer sees them: no code path should log one,
+and this makes sure none does.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-from fairpool.config import LOG_FORMATS, LOG_LEVELS
+from fairpool.config import LOG_FORMATS, LOG_LEVELS, default_log_format
+
+REDACTED = "[redacted]"
+#: Field names whose values are never logged, alone or as a suffix (``admin_token``, ``tls_key``).
+SECRET_FIELDS = ("secret", "token", "password", "passphrase", "key")
 
 
 class _NamedWriteLogger(structlog.WriteLogger):
@@ -38,6 +51,20 @@ def _logger_factory(*args: Any) -> _NamedWriteLogger:
     return _NamedWriteLogger(sys.stderr, name)
 
 
+def is_secret_field(name: str) -> bool:
+    """Whether a log field of this name may hold a credential (``secret_file`` is a path: it may not)."""
+    name = name.lower()
+    return any(name == word or name.endswith("_" + word) for word in SECRET_FIELDS)
+
+
+def redact_secrets(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: blank the values of credential-named fields."""
+    for name in event_dict:
+        if is_secret_field(name):
+            event_dict[name] = REDACTED
+    return event_dict
+
+
 def _renderer(format: str) -> structlog.types.Processor:
     if format == "json":
         return structlog.processors.JSONRenderer()
@@ -47,8 +74,13 @@ def _renderer(format: str) -> structlog.types.Processor:
                                          exception_formatter=structlog.dev.plain_traceback)
 
 
-def configure_logging(format: str = "console", level: str = "info") -> None:
-    """Route every structlog logger (and stdlib ``logging``) to stderr in ``format`` at ``level``."""
+def configure_logging(format: str | None = None, level: str = "info") -> None:
+    """Route every structlog logger (and stdlib ``logging``) to stderr in ``format`` at ``level``.
+
+    ``format`` None (or ``"auto"``): console on a terminal, JSON otherwise.
+    """
+    if format is None or format == "auto":
+        format = default_log_format()
     if format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {format!r}")
     if level.lower() not in LOG_LEVELS:
@@ -60,6 +92,7 @@ def configure_logging(format: str = "console", level: str = "info") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        redact_secrets,
     ]
     if format == "json":
         # The console renderer prints tracebacks itself; JSON needs them as data.

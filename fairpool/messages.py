@@ -11,7 +11,7 @@ Who sends what:
 * client -> scheduler: OpenCluster, Submit, AckResults, CloseCluster, Heartbeat
 * scheduler -> client: ClusterOpened, Queued, JobsUpdate, ClusterClosed, Error
 * scheduler -> node: Dispatch, ReleaseCluster, Heartbeat
-* node -> scheduler: NodeReady, NodeProgress, Heartbeat
+* node -> scheduler: NodeReady, NodeProgress, Heartbeat, NodeDrain
 * node <-> worker (local socketpair): WorkerReady, Dispatch, ReleaseCluster,
   NodeProgress
 """
@@ -115,6 +115,8 @@ class ClusterDef(Message, frozen=True):
 
     cluster_id: str
     spec: bytes
+    tenant: str = ""  # whose jobs these are: for the node's log lines
+    max_payload: int = 0  # the largest result the scheduler takes (its max_payload_size; 0: no limit of its own)
 
 
 class JobStarted(Message, frozen=True):
@@ -151,6 +153,7 @@ class OpenCluster(Message, frozen=True):
 
 class ClusterOpened(Message, frozen=True):
     cluster_id: str
+    max_payload: int = 0  # the largest job payload the scheduler takes (its max_payload_size; 0: no limit of its own)
 
 
 class Submit(Message, frozen=True):
@@ -272,6 +275,21 @@ class WorkerReady(Message, frozen=True):
     pid: int
 
 
+class NodeDrain(Message, frozen=True):
+    """node -> scheduler: take no new jobs here (``draining``), or take them again.
+
+    Sent when a node stops (SIGTERM), has served its ``--serve N`` clusters, or
+    leaves its service hours (and with ``draining=False`` when they begin).
+    ``handback`` names jobs the node gives back unfinished: the scheduler
+    requeues those that never started (and reentrant ones), the others end
+    ABANDONED. An admin's drain outlasts a node's "take them again".
+    """
+
+    draining: bool
+    reason: str = ""
+    handback: list[str] = []
+
+
 AnyMessage = (
     ServerHello
     | ClientHello
@@ -305,6 +323,7 @@ AnyMessage = (
     | WorkerReady
     | Request
     | Reply
+    | NodeDrain
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -324,3 +343,5 @@ def decode(data: bytes | memoryview) -> AnyMessage:
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise MessageError(f"malformed message: {exc}") from None
+    except RecursionError:  # arrays nested thousands deep inside an ``Any`` field
+        raise MessageError("malformed message: nested too deeply") from None

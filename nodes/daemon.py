@@ -7,8 +7,10 @@ through a ``fairpool.wire.Outbox``: whatever is ready at each point, one send
 per batch), with a ``Heartbeat`` every ``heartbeat_interval``.
 
 The workers outlive the connection: when the scheduler goes away (crash,
-restart, network, refused secret) the node keeps running its jobs, holds
-their progress, and reconnects with exponential backoff and jitter; after
+restart, network, refused secret, or silence past ``heartbeat_timeout`` on a
+half-open connection) the node keeps running its jobs, holds their progress,
+and reconnects (``fairpool.backoff``: exponential, full jitter; through the
+failover list or to the discovered address, ``fairpool.nodes.failover``); after
 reconnecting it announces itself again and re-sends what it held, plus what
 it sent in the last few seconds before the break, since bytes written to a
 socket just before the peer died may never have been read. The scheduler
@@ -19,22 +21,28 @@ travels in the same ``NodeProgress`` messages and is held and re-sent the
 same way (``fairpool.nodes.progress``). ``CancelTasks`` from the scheduler
 goes to the pool, which drops the tasks or kills their process trees
 (``fairpool.nodes.workerpool``).
+
+Joining and leaving (``fairpool.nodes.lifecycle``): the node tells the
+scheduler with ``NodeDrain`` when it takes no new jobs (service hours,
+stopping, ``--serve N`` reached) and what it hands back; ``settle`` and
+``sync`` (a heartbeat whose echo proves the scheduler has read everything
+before it) tell a draining node when it may go.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import random
-import shutil
 import time
 import uuid
-from pathlib import Path
 
 import structlog
 import trio
 
-from fairpool.clusterspec import ClusterSpec, SpecError, decode_spec, is_safe_file_name
+from fairpool import sdnotify
+from fairpool.address import Address
+from fairpool.backoff import Backoff
+from fairpool.clusterspec import SpecError, decode_spec, is_safe_file_name
 from fairpool.config import NodeConfig
 from fairpool.handshake import AuthError
 from fairpool.messages import (
@@ -47,6 +55,7 @@ from fairpool.messages import (
     JobProvisional,
     JobResult,
     JobStarted,
+    NodeDrain,
     NodeReady,
     ReleaseCluster,
     Task,
@@ -55,6 +64,9 @@ from fairpool.protocol import ProtocolError
 from fairpool.secret import ensure_secret
 from fairpool.wire import ConnectionClosed, MessageStream, Outbox, open_connection
 
+from .discover import follow_announcements
+from .failover import SchedulerAddresses
+from .lifecycle import Availability, node_lifetime, run_controls
 from .progress import HeldProgress
 from .workerpool import WorkerPool
 
@@ -62,8 +74,8 @@ log = structlog.get_logger("fairpool.node")
 
 INITIAL_RECONNECT_DELAY = 0.1
 MAX_HEARTBEAT_MARKS = 64
-#: Once the scheduler has heartbeated us, this many of our intervals without a word means it is gone.
-SILENCE_INTERVALS = 10
+#: While draining, whether the node has settled is looked at again at least this often (seconds).
+SETTLE_POLL = 0.2
 
 
 def detect_memory() -> int:
@@ -81,22 +93,6 @@ def detect_memory() -> int:
         return 0
 
 
-def write_cluster_files(directory: Path, spec: ClusterSpec) -> None:
-    """Write the spec's depends files into ``directory`` with their modes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for depend in spec.files:
-        if not is_safe_file_name(depend.name):  # decode_spec checks too: never trust one layer
-            raise SpecError(f"refused depends file name {depend.name!r}: it must be a plain file name")
-        mode = depend.mode & 0o777
-        if spec.kind == "program" and depend.name == spec.program:
-            mode |= 0o500  # the program must be runnable by its owner, whatever mode it came with
-        # O_NOFOLLOW: a symlink planted in the directory must not redirect the write
-        fd = os.open(directory / depend.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(depend.data)
-            os.fchmod(f.fileno(), mode)
-
-
 #: How long news that a job started may wait for its result, to travel together.
 STARTED_DELAY = 0.002
 
@@ -106,7 +102,10 @@ class _NodeDaemon:
         self._secret = secret
         self.clusters_dir = (config.state_dir / "clusters").absolute()
         self.memory = config.memory or detect_memory()
-        self.pool = WorkerPool(config.cpus, self.clusters_dir, self._on_progress, node_name=config.name)
+        # jobs run as config.run_as and must not read the node's secret or key (IsolationError at start)
+        private = [config.secret_path, *([config.tls.key] if config.tls is not None else [])]
+        self.pool = WorkerPool(config.cpus, self.clusters_dir, self._on_progress, node_name=config.name,
+                               run_as=config.run_as, private=private)
         self.held = HeldProgress()
         self.session = uuid.uuid4().hex  # this run of the node: a restarted node has lost what it ran
         self._wakeup = trio.Event()
@@ -114,6 +113,19 @@ class _NodeDaemon:
         self._installed: dict[str, bytes] = {}  # cluster -> digest of the spec its files came from
         self._bad: dict[str, str] = {}  # cluster -> why its tasks cannot run here
         self._heartbeats: dict[float, int] = {}  # heartbeat sent -> progress batches handed over before it
+        # joining and leaving (fairpool.nodes.lifecycle): where to dial, when to take jobs, how to go
+        self.addresses = SchedulerAddresses(config)
+        self.availability = Availability()
+        self.served = trio.Event()  # config.serve clusters were served: time to leave
+        self._served_count = 0
+        self._ran: set[str] = set()  # clusters whose tasks came here since they were last released
+        self._outbox: Outbox | None = None  # the live connection's, if any
+        self._connected = trio.Event()  # set while a connection is up (a fresh one after it ends)
+        self._echoes: dict[float, trio.Event] = {}  # heartbeats whose echo someone awaits
+        self._changed = trio.Event()  # progress or an acknowledgement: a drain looks again
+        self._leaving = False  # handing back: tasks dispatched from now on go straight back
+        self._handback: list[str] = []  # handed back, not yet confirmed by the scheduler
+        self._handback_sent = False  # ...and told on the live connection
 
     def _on_progress(
         self,
@@ -124,6 +136,7 @@ class _NodeDaemon:
     ) -> None:
         self.held.add(started, results, provisional, files)
         self._wakeup.set()
+        self._changed.set()
         if results or provisional or files:
             self._urgent.set()
 
@@ -131,48 +144,66 @@ class _NodeDaemon:
 
     async def run(self, task_status: trio.TaskStatus[None]) -> None:
         status: trio.TaskStatus[None] | None = task_status
-        delay = INITIAL_RECONNECT_DELAY
-        address = self.config.scheduler
+        backoff = Backoff(INITIAL_RECONNECT_DELAY, self.config.reconnect_max_delay)
         while True:
-            try:
-                stream = await open_connection(
-                    address,
-                    self._secret,
-                    role="node",
-                    name=self.config.name,
-                    timeout=self.config.handshake_timeout,
-                    max_frame=self.config.max_frame_size,
-                )
-            except AuthError as exc:
-                log.error("scheduler refused the node", scheduler=str(address), reason=str(exc))
-            except (ConnectionClosed, ProtocolError, OSError) as exc:
-                log.warning("cannot reach the scheduler", scheduler=str(address), reason=str(exc))
-            else:
+            for address in await self.addresses.round():  # fairpool.nodes.failover
+                stream = await self._connect(address)
+                if stream is None:
+                    continue  # the next preference
                 began = trio.current_time()
                 try:
-                    if await self._session(stream, status):
+                    if await self._session(stream, status, address):
                         status = None
                 finally:
                     await stream.aclose()
                     self.held.connection_lost()
                 if trio.current_time() - began > self.config.reconnect_max_delay:
-                    delay = INITIAL_RECONNECT_DELAY  # it was up a while: try again soon
-            await trio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, self.config.reconnect_max_delay)
+                    backoff.reset()  # it was up a while: try again soon
+                break  # the next round starts again from the first preference
+            await trio.sleep(backoff.next_delay())
 
-    async def _session(self, stream: MessageStream, status: trio.TaskStatus[None] | None) -> bool:
+    async def _connect(self, address: Address) -> MessageStream | None:
+        """An authenticated connection to the scheduler at ``address``, or None (logged)."""
+        try:
+            return await open_connection(
+                address,
+                self._secret,
+                role="node",
+                name=self.config.name,
+                timeout=self.config.handshake_timeout,
+                max_frame=self.config.max_frame_size,
+                # A node certificate proves the node (the secret is then not used).
+                auth="tls" if self.config.tls is not None else "secret",
+                tls=self.config.tls,
+            )
+        except AuthError as exc:
+            log.error("scheduler refused the node", scheduler=str(address), reason=str(exc))
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            log.warning("cannot reach the scheduler", scheduler=str(address), reason=str(exc))
+        return None
+
+    async def _session(self, stream: MessageStream, status: trio.TaskStatus[None] | None,
+                       address: Address) -> bool:
         """Serve one connection until it breaks; False if it broke before the node was announced."""
         config = self.config
         try:
-            held = sorted(self.pool.held_uids() | self.held.result_uids())
-            await stream.send(NodeReady(config.name, config.cpus, self.memory, config.gpus, self.session, held))
+            # (jobs handed back but not confirmed are claimed, then handed back by the NodeDrain after)
+            held = sorted(self.pool.held_uids() | self.held.result_uids() | set(self._handback))
+            ready = NodeReady(config.name, config.cpus, self.memory, config.gpus, self.session, held)
+            # not serving: said in the same write, before the scheduler can dispatch anything
+            drain = [] if self.availability.serving and not self._handback else [self._drain_message()]
+            await stream.send(ready, *drain)
         except ConnectionClosed as exc:
-            log.warning("scheduler connection lost", scheduler=str(config.scheduler), reason=str(exc))
+            log.warning("scheduler connection lost", scheduler=str(address), reason=str(exc))
             return False
-        log.info("node connected", scheduler=str(config.scheduler), name=config.name, cpus=config.cpus)
+        log.info("node connected", scheduler=str(address), name=config.name, cpus=config.cpus,
+                 serving=self.availability.serving)
         if status is not None:
             status.started()
         outbox = Outbox()
+        self._outbox = outbox
+        self._connected.set()
+        self._handback_sent = bool(self._handback)
         self._heartbeats.clear()  # echoes of another connection's heartbeats cannot come
         running = self.pool.running()
         if running:
@@ -196,8 +227,12 @@ class _NodeDaemon:
                 await self._read(stream)
             except (ConnectionClosed, ProtocolError) as exc:
                 reason = str(exc)
+            finally:
+                self._outbox = None
+                self._connected = trio.Event()
+                self._handback_sent = False  # told to a connection that is gone: tell the next one
             nursery.cancel_scope.cancel()
-        log.warning("node disconnected", scheduler=str(config.scheduler), reason=reason)
+        log.warning("node disconnected", scheduler=str(address), reason=reason)
         return True
 
     async def _pump(self, outbox: Outbox) -> None:
@@ -212,7 +247,8 @@ class _NodeDaemon:
             self._wakeup = trio.Event()
             self._urgent = trio.Event()
             for progress in self.held.take():
-                outbox.put(progress)
+                outbox.put_quietly(progress)
+            outbox.flush_now()  # from this task: the writer task need not be scheduled first
 
     async def _heartbeat(self, outbox: Outbox) -> None:
         while True:
@@ -224,8 +260,10 @@ class _NodeDaemon:
             await trio.sleep(self.config.heartbeat_interval)
 
     async def _read(self, stream: MessageStream) -> None:
+        # A half-open connection (the scheduler's host gone, or the process frozen) looks fine to
+        # the kernel for a long time: silence from a scheduler that heartbeats us is what tells.
         heard_heartbeat = False
-        silence = max(self.config.heartbeat_interval * SILENCE_INTERVALS, 1.0)
+        silence = self.config.heartbeat_timeout
         while True:
             if heard_heartbeat:
                 with trio.move_on_after(silence):
@@ -249,15 +287,25 @@ class _NodeDaemon:
             self._installed.pop(message.cluster_id, None)
             self._bad.pop(message.cluster_id, None)
             self.pool.release_cluster(message.cluster_id)
+            self._count_served(message.cluster_id)
         elif isinstance(message, Heartbeat):
             # A scheduler that echoes our heartbeat has read everything we sent before it.
             upto = self._heartbeats.pop(message.at, None)
             if upto is not None:
                 self.held.acknowledged(upto)
+                self._changed.set()
+            echo = self._echoes.pop(message.at, None)
+            if echo is not None:
+                echo.set()
         else:
             log.warning("ignored unexpected message from the scheduler", type=type(message).__name__)
 
     def _dispatch(self, message: Dispatch) -> None:
+        if self._leaving and message.tasks:  # sent before the scheduler read our NodeDrain
+            self._handback.extend(task.uid for task in message.tasks)
+            self.tell_availability()
+            return
+        self._ran.update(task.cluster_id for task in message.tasks)
         good: list[ClusterDef] = []
         for cdef in message.clusters:
             reason = self._install(cdef)
@@ -265,7 +313,7 @@ class _NodeDaemon:
                 self._bad.pop(cdef.cluster_id, None)
                 good.append(cdef)
             else:
-                log.warning("cannot install cluster", cluster_id=cdef.cluster_id, reason=reason)
+                log.warning("cannot install cluster", cluster=cdef.cluster_id, tenant=cdef.tenant, reason=reason)
                 self._bad[cdef.cluster_id] = reason
         tasks: list[Task] = []
         refused: dict[str, list[Task]] = {}
@@ -289,7 +337,7 @@ class _NodeDaemon:
             return None  # sent again (e.g. after a reconnect): its jobs may be using the files
         try:
             spec = decode_spec(cdef.spec)
-            write_cluster_files(self.clusters_dir / cluster_id, spec)
+            self.pool.install_files(cluster_id, spec)
         except SpecError as exc:
             return f"bad cluster spec: {exc}"
         except OSError as exc:
@@ -297,15 +345,108 @@ class _NodeDaemon:
         self._installed[cluster_id] = digest
         return None
 
+    # --- joining and leaving (fairpool.nodes.lifecycle drives these) ------------
 
-async def serve_node(config: NodeConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a node until cancelled; ``task_status.started()`` once connected and announced."""
+    def _count_served(self, cluster_id: str) -> None:
+        """A cluster that ran here was released: served (``--serve N`` counts them)."""
+        if cluster_id not in self._ran:
+            return
+        self._ran.discard(cluster_id)
+        self._served_count += 1
+        log.info("cluster served", cluster=cluster_id, served=self._served_count, serve=self.config.serve or "no limit")
+        if self.config.serve and self._served_count >= self.config.serve:
+            self.served.set()
+
+    def _drain_message(self, lifted: str = "") -> NodeDrain:
+        return self.availability.message(self._handback, lifted=lifted)
+
+    def tell_availability(self, lifted: str = "") -> None:
+        """Tell the scheduler whether this node takes jobs (and what it hands back), if connected."""
+        if self._outbox is not None:
+            self._outbox.put(self._drain_message(lifted))
+            self._handback_sent = bool(self._handback)
+
+    def hand_back(self) -> int:
+        """Give every task still held back to the scheduler (the node is leaving); how many."""
+        self._leaving = True
+        uids = self.pool.hand_back()
+        self._handback.extend(uids)
+        if self._handback:
+            self.tell_availability()
+        return len(uids)
+
+    async def sync(self) -> None:
+        """Return once the scheduler has read (and journaled) everything this node sent before."""
+        while True:
+            await self._connected.wait()
+            outbox = self._outbox
+            assert outbox is not None
+            for progress in self.held.take():
+                outbox.put(progress)
+            at = time.time()
+            self._heartbeats[at] = self.held.mark()
+            echo = self._echoes[at] = trio.Event()
+            handback_told = self._handback_sent
+            outbox.put(Heartbeat(at))  # the scheduler echoes it once what came before is durable
+            with trio.move_on_after(self.config.heartbeat_timeout):
+                await echo.wait()
+                if handback_told:
+                    self._handback.clear()
+                    self._handback_sent = False
+                return
+            self._echoes.pop(at, None)  # the connection died meanwhile: again on the next one
+
+    async def settle(self) -> None:
+        """Return once no task is held here and the scheduler has confirmed every result and hand-back."""
+        while True:
+            if not self.pool.held_uids():
+                if not self.held.result_uids() and not self._handback:
+                    return
+                await self.sync()
+                continue
+            with trio.move_on_after(SETTLE_POLL):  # (a handed-back task leaves the pool without a word)
+                await self._changed.wait()
+            self._changed = trio.Event()
+
+    async def control(self, stop: trio.Event | None, node_scope: trio.CancelScope) -> None:
+        """Service hours, and leaving once ``stop`` is set or enough clusters were served."""
+        await run_controls(self, self.config, stop)
+        node_scope.cancel()  # left: the node is over
+
+
+async def serve_node(config: NodeConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                     stop: trio.Event | None = None) -> None:
+    """Run a node until cancelled, or until it has left; ``task_status.started()`` once connected and announced.
+
+    It leaves (drains, see ``fairpool.nodes.lifecycle``, then returns) once
+    ``stop`` is set -- ``fairpool node`` sets it on SIGTERM -- or once it has
+    served ``config.serve`` clusters. Around it all: ``node_lifetime`` (state
+    dir lock, init and close hooks, working directories).
+    """
+    structlog.contextvars.bind_contextvars(node=config.name)  # every line this node's tasks log names it
     secret = ensure_secret(config.secret_path)
-    clusters_dir = config.state_dir / "clusters"
-    # clusters of a previous run are gone from the scheduler's view of this node
-    shutil.rmtree(clusters_dir, ignore_errors=True)
-    clusters_dir.mkdir(parents=True, exist_ok=True)
     node = _NodeDaemon(config, secret)
-    async with trio.open_nursery() as nursery:
+    async with node_lifetime(config), trio.open_nursery() as nursery:
         await nursery.start(node.pool.run)
-        await node.run(task_status)
+        nursery.start_soon(node.control, stop, nursery.cancel_scope)
+        if config.discover:
+            nursery.start_soon(follow_announcements, config.announce_address, config.announce_interface, secret,
+                               config.discover_name, node.addresses.found)
+        # Healthy while trio runs this task at all: a node cut off from its scheduler still runs
+        # (and keeps) its jobs, which a restart by the watchdog would kill.
+        nursery.start_soon(sdnotify.keep_watchdog, lambda: True)
+        if stop is not None:
+            nursery.start_soon(_notify_stopping, stop)
+        try:
+            await nursery.start(node.run)
+            sdnotify.ready(f"node {config.name} connected to its scheduler, {config.cpus} cpus")
+            task_status.started()
+            await trio.sleep_forever()  # node.run goes on in the nursery
+        finally:
+            sdnotify.stopping()
+
+
+async def _notify_stopping(stop: trio.Event) -> None:
+    """Tell systemd the node is on its way out as soon as it starts to leave (a drain can take a while)."""
+    await stop.wait()
+    sdnotify.stopping("leaving: no new jobs; running ones finish or are handed back")

@@ -7,13 +7,20 @@ function call with its prints captured or a program with its output, and
 returns a ``JobResult`` whatever happened; ``release()`` runs cleanup. A job's
 exception, ``sys.exit`` or unpicklable result becomes a FAILED result with a
 one-line reason and the traceback: it never reaches the worker's loop.
+
+Arguments and results travel as ``fairpool.payload`` payloads (pickle protocol
+5, large buffers out of band): a numpy argument is rebuilt on the received
+bytes without a copy, and a result's buffers are laid after its pickle without
+one. A result over the scheduler's ``max_payload_size`` (told in the
+``ClusterDef``), or over what one message may carry, fails the job here, saying
+its size and the limit, rather than travel to be refused (or break the
+connection that would carry it).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import pickle
 import subprocess
 import sys
 import time
@@ -26,8 +33,13 @@ import cloudpickle
 
 from fairpool.clusterspec import ClusterSpec, SpecError, decode_spec
 from fairpool.messages import JobResult, Task
+from fairpool.payload import dumps as dump_payload
+from fairpool.payload import loads as load_payload
+from fairpool.protocol import DEFAULT_MAX_FRAME
 
 _EWMA_WEIGHT = 0.2
+#: A result must fit in one message, with room for the rest of it (as arguments must on the client).
+MAX_RESULT = DEFAULT_MAX_FRAME - 64 * 1024
 
 
 def describe(exc: BaseException) -> str:
@@ -56,28 +68,35 @@ def pickle_exception(exc: BaseException) -> bytes:
 
 
 def dumps_value(value: object) -> bytes:
-    """Pickle a job's value: the C pickler where it is faithful, cloudpickle otherwise.
+    """Pickle a job's value as a payload: the C pickler where it is faithful, cloudpickle otherwise.
 
-    Both load with ``pickle.loads``. The C pickler is several times faster on
-    small values, and it refuses (PicklingError) exactly what it cannot pickle
-    by reference as the same object: lambdas, and classes or functions that
-    reached this worker by value. Those go to cloudpickle, which ships them by
-    value as the client's cloudpickle would.
+    Both load with ``fairpool.payload.loads``. The C pickler is several times
+    faster on small values, and it refuses (PicklingError) exactly what it
+    cannot pickle by reference as the same object: lambdas, and classes or
+    functions that reached this worker by value. Those go to cloudpickle,
+    which ships them by value as the client's cloudpickle would.
     """
     try:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return dump_payload(value, cloud=False)
     except Exception:
-        data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return data
+        return dump_payload(value)
+
+
+def result_limit(max_payload: int) -> tuple[int, str]:
+    """The most bytes a result may pickle to, and whose limit it is, given the scheduler's (0: none)."""
+    if 0 < max_payload < MAX_RESULT:
+        return max_payload, "the scheduler's limit of {} bytes (max_payload_size)"
+    return MAX_RESULT, "the limit of {} bytes one message may carry"
 
 
 class ClusterRuntime:
     """One cluster as a worker process knows it: its spec and, once loaded, its functions."""
 
-    def __init__(self, cluster_id: str, spec: bytes, workdir: Path) -> None:
+    def __init__(self, cluster_id: str, spec: bytes, workdir: Path, max_payload: int = 0) -> None:
         self.cluster_id = cluster_id
         self.raw_spec = spec
         self.workdir = str(workdir)
+        self.result_limit = result_limit(max_payload)
         self.spec: ClusterSpec | None = None
         self.loaded = False
         self.compute: Callable[..., Any] | None = None
@@ -182,7 +201,7 @@ def _run_function(task: Task, cluster: ClusterRuntime) -> JobResult:
     except OSError as exc:
         return failed_result(task, time.time(), f"cluster working directory unavailable: {exc}")
     try:
-        args, kwargs = pickle.loads(task.payload)
+        args, kwargs = load_payload(task.payload)
     except BaseException as exc:
         reason = f"could not unpickle the job's arguments: {describe(exc)}"
         return failed_result(task, time.time(), reason, format_job_traceback(exc))
@@ -230,25 +249,26 @@ def _run_function(task: Task, cluster: ClusterRuntime) -> JobResult:
         payload = dumps_value(value)
     except Exception as exc:
         reason = f"the job's result could not be pickled: {describe(exc)}"
-        return JobResult(
-            task.uid,
-            "FAILED",
-            pickle_exception(RuntimeError(reason)),
-            out.getvalue(),
-            err.getvalue(),
-            format_job_traceback(exc),
-            reason,
-            None,
-            started,
-            finished,
-        )
+        return _unsent(task, reason, format_job_traceback(exc), out, err, started, finished)
+    limit, whose = cluster.result_limit
+    if len(payload) > limit:
+        reason = f"the job's result is {len(payload)} bytes, over {whose.format(limit)}"
+        del payload, value
+        return _unsent(task, reason, "", out, err, started, finished)
     return JobResult(task.uid, "FINISHED", payload, out.getvalue(), err.getvalue(), "", "", None, started, finished)
+
+
+def _unsent(task: Task, reason: str, tb: str, out: io.StringIO, err: io.StringIO, started: float,
+            finished: float) -> JobResult:
+    """A job that returned, but whose result cannot be sent: FAILED, saying why."""
+    return JobResult(task.uid, "FAILED", pickle_exception(RuntimeError(reason)), out.getvalue(), err.getvalue(),
+                     tb, reason, None, started, finished)
 
 
 def _run_program(task: Task, cluster: ClusterRuntime, program: str) -> JobResult:
     started = time.time()
     try:
-        args, _kwargs = pickle.loads(task.payload)
+        args, _kwargs = load_payload(task.payload)
     except BaseException as exc:
         reason = f"could not unpickle the job's arguments: {describe(exc)}"
         return failed_result(task, started, reason, format_job_traceback(exc))

@@ -5,9 +5,12 @@ answers here, apart from its bookkeeping:
 
 * ``check_worker(worker, now)``: is the task the worker runs (read from its
   started-task counter, so a prefetched task that started unnoticed counts)
-  cancelled or out of time? Then signal the worker's process group: SIGTERM
-  now, SIGKILL once ``TERM_GRACE`` has passed on a later check. The worker's
-  socket then closes and the pool replaces it.
+  cancelled or out of time? Then signal the worker's process group and every
+  descendant of the worker (``fairpool.nodes.proctree``: found through /proc
+  while the worker lives, so a grandchild in a session of its own goes too):
+  SIGTERM now, SIGKILL once ``TERM_GRACE`` has passed on a later check. The
+  worker's socket then closes and the pool replaces it (``stop_worker``
+  finishes off what is left of the group and the tree).
 * ``death_outcome(worker)``: the worker is gone; which held tasks end FAILED
   (and why) and which go back to the node queue to run on another worker.
 """
@@ -49,6 +52,11 @@ def needs_watching(worker: WorkerHandle) -> bool:
     return any(held.task.timeout > 0 for held in worker.queue)
 
 
+def job_fields(worker: WorkerHandle, task: Task) -> dict[str, str]:
+    """The fields of a node log line about ``task`` (the node's name comes bound by the daemon)."""
+    return {"job": task.uid, "tenant": worker.tenants.get(task.cluster_id, ""), "cluster": task.cluster_id}
+
+
 def check_worker(worker: WorkerHandle, now: float) -> None:
     """Kill the worker's process group if the task it runs is cancelled or out of time.
 
@@ -57,8 +65,14 @@ def check_worker(worker: WorkerHandle, now: float) -> None:
     if worker.kill is not None:
         if now >= worker.kill_deadline and not worker.killed_hard:
             worker.killed_hard = True
-            log.warning("a job's processes outlived SIGTERM, killing them", pid=worker.process.pid)
+            target = next((h.task for h in worker.queue if h.task.uid == worker.kill[0]), None)
+            fields = job_fields(worker, target) if target is not None else {"job": worker.kill[0]}
+            log.warning("a job's processes outlived SIGTERM, killing them", pid=worker.process.pid, **fields)
             signal_group(worker.pgid, signal.SIGKILL)
+            _collect(worker)
+            worker.tree.kill()
+        elif _collect(worker):
+            worker.tree.signal(signal.SIGTERM)  # what the job forked since the SIGTERM
         return
     index = worker.running_index()
     if index < 0:
@@ -68,17 +82,24 @@ def check_worker(worker: WorkerHandle, now: float) -> None:
         held.started = now  # it was prefetched and is now seen running
     uid = held.task.uid
     if uid in worker.cancelling:
-        kill(worker, uid, worker.cancelling[uid], now)
+        kill(worker, held.task, worker.cancelling[uid], now)
     elif held.task.timeout > 0 and now - held.started >= held.task.timeout:
-        kill(worker, uid, timeout_reason(held.task.timeout), now)
+        kill(worker, held.task, timeout_reason(held.task.timeout), now)
 
 
-def kill(worker: WorkerHandle, uid: str, reason: str, now: float) -> None:
-    """Signal the worker's whole group to stop the task ``uid`` (and the worker with it)."""
-    log.info("stopping a job", uid=uid, pid=worker.process.pid, reason=reason)
-    worker.kill = (uid, reason)
+def kill(worker: WorkerHandle, task: Task, reason: str, now: float) -> None:
+    """Signal the worker's whole group to stop ``task`` (and the worker with it)."""
+    log.info("stopping a job", pid=worker.process.pid, reason=reason, **job_fields(worker, task))
+    worker.kill = (task.uid, reason)
     worker.kill_deadline = now + TERM_GRACE
+    _collect(worker)  # first: once the worker dies, its orphans are no longer its descendants
     signal_group(worker.pgid, signal.SIGTERM)
+    worker.tree.signal(signal.SIGTERM)
+
+
+def _collect(worker: WorkerHandle) -> int:
+    """Add the worker's descendants to its tree (while its pid is still its own); how many are new."""
+    return worker.tree.collect([worker.process.pid] if worker.process.returncode is None else [])
 
 
 def death_outcome(worker: WorkerHandle) -> tuple[list[tuple[Task, str]], list[Task]]:

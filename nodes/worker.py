@@ -24,7 +24,12 @@ FAILED "cancelled" result (a task already running is the node's to kill).
 With ``--lifeline-fd L`` (the read end of a pipe only the node can write to)
 a small thread waits for EOF on it: the node is gone, even killed by SIGKILL,
 so the worker kills its whole process group -- itself and whatever its job
-started -- rather than run on unsupervised.
+started, in a session of its own too -- rather than run on unsupervised.
+
+The worker is a child subreaper (``fairpool.nodes.proctree``): a process its
+job started stays its descendant even when its parent dies, so that the node
+can find (and stop) a job's whole tree; the orphans that end under it are
+reaped whenever it waits for work.
 
 Jobs talk back through ``fairpool.nodes.runtime``: their provisional results
 and file chunks go to the node at once (``send_now``), ahead of the job's
@@ -58,19 +63,25 @@ from fairpool.messages import (
     ReleaseCluster,
     Task,
     WorkerReady,
+    encode,
 )
-from fairpool.protocol import Connection, ProtocolError, encode_frames
+from fairpool.protocol import HEADER, Connection, ProtocolError, encode_frames
 
 from .jobs import ClusterRuntime, failed_result
+from .proctree import ProcessTree, become_subreaper, reap_orphans
 
 #: Send results once this many are pending...
 MAX_BATCH = 64
+#: ...or once their payloads take this many bytes (a larger result goes alone: no frame nears the limit)...
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 #: ...or once the oldest pending one has waited this long (seconds).
 MAX_BATCH_DELAY = 0.002
 #: Before a job expected to run longer than this (or of unknown length), send
 #: what is pending: those results must not wait behind it.
 FLUSH_BEFORE_RUNTIME = 0.0005
 RECEIVE_SIZE = 256 * 1024
+#: Results whose payloads take this many bytes are sent without joining their frame into one buffer.
+LARGE_FRAME = 1024 * 1024
 #: Between jobs, look for new tasks at least every this many jobs.
 POLL_EVERY = 16
 #: Layout of the shared counter: ordinal + 1 of the task started last (0: none), little-endian u64.
@@ -95,9 +106,11 @@ class Worker:
         self.clusters: dict[str, ClusterRuntime] = {}
         self.fifo: deque[Task | ReleaseCluster] = deque()
         self.pending: list[JobResult] = []
+        self.pending_bytes = 0
         self.first_unsent = 0.0
         self.eof = False
         self.current: Task | None = None
+        self.subreaper = False  # orphans of jobs are reparented to this process: reap them
 
     # --- the loop ------------------------------------------------------------
 
@@ -107,6 +120,8 @@ class Worker:
             while not self.eof:
                 if not self.fifo:
                     self.flush()
+                    if self.subreaper:
+                        reap_orphans()
                     self._receive(block=True)
                     continue
                 item = self.fifo.popleft()
@@ -116,9 +131,13 @@ class Worker:
                     self._send([NodeProgress([], [])])
                     continue
                 result = self._take(item)
+                size = len(result.payload)
+                if self.pending and self.pending_bytes + size > MAX_BATCH_BYTES:
+                    self.flush()
                 if not self.pending:
                     self.first_unsent = time.monotonic()
                 self.pending.append(result)
+                self.pending_bytes += size
                 pending = len(self.pending)
                 # A syscall per job would cost more than a trivial job: look for new
                 # tasks when about to report or to run dry, and every few jobs -- and
@@ -135,6 +154,7 @@ class Worker:
                 if (
                     pending >= len(self.fifo)
                     or pending >= MAX_BATCH
+                    or self.pending_bytes >= MAX_BATCH_BYTES
                     or time.monotonic() - self.first_unsent >= MAX_BATCH_DELAY
                 ):
                     self.flush()
@@ -178,13 +198,23 @@ class Worker:
     def flush(self) -> None:
         if self.pending:
             results, self.pending = self.pending, []
-            self._send([NodeProgress([], results)])
+            large = self.pending_bytes >= LARGE_FRAME
+            self.pending_bytes = 0
+            self._send([NodeProgress([], results)], large=large)
 
     def send_now(self, message: Message) -> None:
         """Send a job's message (provisional result, file chunk) at once, from any thread."""
         self._send([message])
 
-    def _send(self, messages: list[Message]) -> None:
+    def _send(self, messages: list[Message], *, large: bool = False) -> None:
+        if large:
+            # Large results: the frame's header and body go out as they are, not joined in a copy.
+            (message,) = messages
+            body = encode(message)
+            with self.send_lock:
+                self.sock.sendall(HEADER.pack(len(body)))
+                self.sock.sendall(body)
+            return
         data = encode_frames(messages)
         with self.send_lock:
             self.sock.sendall(data)
@@ -208,7 +238,8 @@ class Worker:
                 for cdef in message.clusters:
                     if cdef.cluster_id not in self.clusters:
                         workdir = self.workdir_base / cdef.cluster_id
-                        self.clusters[cdef.cluster_id] = ClusterRuntime(cdef.cluster_id, cdef.spec, workdir)
+                        self.clusters[cdef.cluster_id] = ClusterRuntime(cdef.cluster_id, cdef.spec, workdir,
+                                                                        cdef.max_payload)
                 self.fifo.extend(message.tasks)
             elif isinstance(message, ReleaseCluster):
                 # in order with the tasks: cleanup runs after the cluster's last queued job
@@ -240,6 +271,9 @@ def _watch_lifeline(fd: int) -> None:
     except OSError:
         pass
     try:
+        tree = ProcessTree()  # what our jobs started in sessions of their own too (we are their subreaper)
+        tree.collect([os.getpid()])
+        tree.kill()
         if os.getpgrp() == os.getpid():  # our own group (the node starts us in a session of our own)
             os.killpg(os.getpgrp(), signal.SIGKILL)
     finally:
@@ -271,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     global ACTIVE
     # absolute now: jobs run in cluster dirs, where a relative base would mean something else
     ACTIVE = Worker(sock, options.workdir_base.absolute(), counter)
+    ACTIVE.subreaper = become_subreaper()
     try:
         return ACTIVE.run()
     finally:

@@ -25,10 +25,9 @@ so a prefetched task that started before its worker read the cancel is caught.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import msgspec
 import structlog
 import trio
 
+from fairpool.clusterspec import ClusterSpec
 from fairpool.messages import (
     CancelTasks,
     ClusterDef,
@@ -53,7 +53,17 @@ from fairpool.messages import (
 from fairpool.protocol import ProtocolError
 from fairpool.wire import ConnectionClosed
 
-from .stopping import WATCH_INTERVAL, cancel_reason, check_worker, death_outcome, needs_watching
+from .isolation import probe_run_as, resolve_run_as
+from .stopping import (
+    WATCH_INTERVAL,
+    cancel_reason,
+    check_worker,
+    death_outcome,
+    job_fields,
+    kill,
+    needs_watching,
+)
+from .workdirs import install_cluster_files, prepare_base, remove_cluster_dir
 from .workerproc import Held, WorkerHandle, death_reason, spawn_worker, stop_worker
 
 log = structlog.get_logger("fairpool.node")
@@ -97,6 +107,8 @@ class WorkerPool:
         on_progress: ProgressCallback,
         *,
         node_name: str = "",
+        run_as: str | None = None,
+        private: Sequence[Path] = (),
     ) -> None:
         if cpus < 1:
             raise ValueError(f"a worker pool needs at least one cpu, got {cpus}")
@@ -104,6 +116,9 @@ class WorkerPool:
         # absolute: workers chdir into cluster dirs, a relative base would then point elsewhere
         self.workdir_base = Path(workdir_base).absolute()
         self.node_name = node_name
+        # who jobs run as (None: the node's own user); IsolationError now, at the node's start
+        self.run_as = resolve_run_as(run_as)
+        self._private = [Path(p).absolute() for p in private]  # files jobs must not be able to read
         self._on_progress = on_progress
         self._queue: deque[Task] = deque()
         self._clusters: dict[str, ClusterDef] = {}
@@ -119,12 +134,20 @@ class WorkerPool:
         self._done = 0
         self._deaths = 0
         self._watch = trio.Event()  # set when there may be something for the watchdog
+        self._handed_back: set[str] = set()  # given back to the scheduler: never reported from here
 
     # --- the daemon's interface -----------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep ``cpus`` workers alive until cancelled; then stop them and reap them."""
-        self.workdir_base.mkdir(parents=True, exist_ok=True)
+        """Keep ``cpus`` workers alive until cancelled; then stop them and reap them.
+
+        With ``run_as``, first checks that the user can run a worker and read no private file
+        (IsolationError otherwise).
+        """
+        prepare_base(self.workdir_base, self.run_as)
+        if self.run_as is not None:
+            await probe_run_as(self.run_as, self.workdir_base, self._private)
+            log.info("jobs run as", user=str(self.run_as))
         async with trio.open_nursery() as nursery:
             for slot in range(self.cpus):
                 await nursery.start(self._supervise, slot)
@@ -196,6 +219,11 @@ class WorkerPool:
         self._results.extend(self._failure(task, reason, now) for task in tasks)
         self._emit()
 
+    def install_files(self, cluster_id: str, spec: ClusterSpec) -> Path:
+        """Create the cluster's working directory, owned by the user jobs run as, and write its
+        depends files (``fairpool.nodes.workdirs``); SpecError if refused, OSError if not writable."""
+        return install_cluster_files(self.workdir_base, cluster_id, spec, self.run_as)
+
     def release_cluster(self, cluster_id: str) -> None:
         """Run the cluster's cleanups and remove its directory once none of its tasks is left."""
         self._releasing.add(cluster_id)
@@ -218,6 +246,26 @@ class WorkerPool:
         uids = {task.uid for task in self._queue}
         for worker in self._workers:
             uids.update(held.task.uid for held in worker.queue)
+        return uids - self._handed_back if self._handed_back else uids
+
+    def hand_back(self) -> list[str]:
+        """Give up every task held here (the node is leaving): the queued ones are dropped, the
+        workers holding any are killed; none of them is reported from here. Returns their uids."""
+        uids = [task.uid for task in self._queue]
+        for task in self._queue:
+            self._task_done(task.cluster_id)
+        self._queue.clear()
+        now = time.monotonic()
+        for worker in self._workers:
+            held = [h.task for h in worker.queue if h.task.uid not in self._handed_back]
+            if not worker.alive or not held:
+                continue
+            uids.extend(task.uid for task in held if task.uid not in worker.reported)
+            self._handed_back.update(task.uid for task in held)
+            if worker.kill is None:
+                kill(worker, held[0], "handed back to the scheduler", now)
+            self._watch.set()
+        self._handed_back.update(uids)
         return uids
 
     def running(self) -> list[JobStarted]:
@@ -226,7 +274,7 @@ class WorkerPool:
         events = []
         for worker in self._workers:
             index = worker.running_index()
-            if index >= 0:
+            if index >= 0 and worker.queue[index].task.uid not in self._handed_back:
                 held = worker.queue[index]
                 started_at = now - (time.monotonic() - held.started) if held.started is not None else now
                 events.append(JobStarted(held.task.uid, self.node_name, started_at))
@@ -290,10 +338,12 @@ class WorkerPool:
                 defs, tasks = batches.setdefault(worker, ([], []))
                 if task.cluster_id not in worker.loaded:
                     worker.loaded.add(task.cluster_id)
+                    worker.tenants[task.cluster_id] = self._clusters[task.cluster_id].tenant
                     defs.append(self._clusters[task.cluster_id])
                 tasks.append(task)
         for worker, (defs, tasks) in batches.items():
-            worker.outbox.put(Dispatch(defs, tasks))
+            worker.outbox.put_quietly(Dispatch(defs, tasks))
+            worker.outbox.flush_now()
 
     def _emit(self) -> None:
         if self._started or self._results or self._provisional or self._files:
@@ -336,6 +386,7 @@ class WorkerPool:
         for worker in self._workers:
             if worker.alive and cluster_id in worker.loaded:
                 worker.loaded.discard(cluster_id)
+                worker.tenants.pop(cluster_id, None)
                 worker.releases.append(cluster_id)
                 worker.outbox.put(ReleaseCluster(cluster_id))
                 waiters.add(worker)
@@ -354,9 +405,7 @@ class WorkerPool:
             self._remove_dir(cluster_id)
 
     def _remove_dir(self, cluster_id: str) -> None:
-        path = self.workdir_base / cluster_id
-        if path.parent == self.workdir_base and path.name not in ("", ".", ".."):
-            shutil.rmtree(path, ignore_errors=True)
+        remove_cluster_dir(self.workdir_base, cluster_id)
 
     # --- one worker slot --------------------------------------------------------
 
@@ -364,7 +413,7 @@ class WorkerPool:
         """Keep one worker process alive in this slot: start it, serve it, replace it when it dies."""
         first = True
         while True:
-            worker = await spawn_worker(self.workdir_base)
+            worker = await spawn_worker(self.workdir_base, self.run_as)
             self._workers.append(worker)
             if first:
                 task_status.started()
@@ -428,19 +477,20 @@ class WorkerPool:
         replace = msgspec.structs.replace
         for result in results:
             if not queue:
-                log.warning("worker sent a result it was not given", pid=worker.process.pid, uid=result.uid)
+                log.warning("worker sent a result it was not given", pid=worker.process.pid, job=result.uid)
                 continue
             held = queue.popleft()
             task = held.task
             if task.uid != result.uid:
-                log.warning("worker answered out of order", pid=worker.process.pid, expected=task.uid, got=result.uid)
+                log.warning("worker answered out of order", pid=worker.process.pid, got=result.uid,
+                            **job_fields(worker, task))
             worker.queued_estimate -= held.estimate
             if queue:
                 head = queue[0]
                 self._started.append(JobStarted(head.task.uid, self.node_name, now))
                 if head.started is None:
                     head.started = time.monotonic()
-            if task.uid in worker.reported:  # told already, when it was cancelled
+            if task.uid in worker.reported or task.uid in self._handed_back:  # told already / not ours
                 worker.reported.discard(task.uid)
                 worker.cancelling.pop(task.uid, None)
                 self._done += 1
@@ -463,10 +513,20 @@ class WorkerPool:
         worker.alive = False
         self._workers.remove(worker)
         self._deaths += 1
-        if worker.kill is None:
+        if worker.kill is None:  # (a kill of ours was logged with its job when it was sent)
+            running = worker.running_index()
+            culprit = job_fields(worker, worker.queue[running].task) if running >= 0 else {}
             log.warning("worker died", pid=worker.process.pid, reason=death_reason(worker.process.returncode),
-                        held=len(worker.queue))
+                        held=len(worker.queue), **culprit)
         ended, again = death_outcome(worker)
+        if self._handed_back:  # the scheduler has those back: they end (here) without a word
+            gone = [task for task, _ in ended if task.uid in self._handed_back]
+            gone += [task for task in again if task.uid in self._handed_back]
+            ended = [(task, reason) for task, reason in ended if task.uid not in self._handed_back]
+            again = [task for task in again if task.uid not in self._handed_back]
+            for task in gone:
+                self._done += 1
+                self._task_done(task.cluster_id)
         worker.queue.clear()
         if worker.counter is not None:
             worker.counter.close()

@@ -14,10 +14,16 @@ dies with its children and grandchildren. Two more file descriptors go along:
   even by SIGKILL, the worker sees EOF on it and kills its own group, so no
   job outlives its node (a rerun elsewhere would otherwise race it).
 
+With a ``run_as`` identity (``fairpool.nodes.isolation``) the worker starts as
+that unprivileged user: ``subprocess`` sets its groups, group and user in the
+child before exec, so no tenant code ever runs with the node's privileges.
+
 ``stop_worker`` makes sure the process is gone and reaped: EOF first (an idle
 worker exits by itself, running its clusters' cleanups), then SIGTERM to the
-group, then SIGKILL; and whatever the job left behind in the group goes too
-(``reap_group``).
+group, then SIGKILL; and whatever the job left behind goes too (``reap_group``):
+in the group, and in the worker's process tree (``WorkerHandle.tree``,
+``fairpool.nodes.proctree``: the worker is a child subreaper, so a process its
+job started in a session of its own is still found by its parent links).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from fairpool.messages import Task
 from fairpool.protocol import DEFAULT_MAX_FRAME
 from fairpool.wire import MessageStream, Outbox
 
+from .isolation import RunAs, worker_process_options
+from .proctree import ProcessTree
 from .worker import COUNTER
 
 #: How long an idle worker gets to run its cleanups and exit once its socket closes.
@@ -85,6 +93,7 @@ class WorkerHandle:
     queued_estimate: float = 0.0
     dispatched: int = 0  # tasks given to it so far: the next one's ordinal
     loaded: set[str] = field(default_factory=set)  # clusters whose definition it was sent
+    tenants: dict[str, str] = field(default_factory=dict)  # of those clusters: whose (for log lines)
     releases: deque[str] = field(default_factory=deque)  # ReleaseCluster sent, not yet acknowledged
     counter: mmap.mmap | None = None  # ordinal + 1 of the task it started last (see fairpool.nodes.worker)
     lifeline: int | None = None  # write end of the worker's lifeline pipe
@@ -93,6 +102,7 @@ class WorkerHandle:
     kill: tuple[str, str] | None = None  # (uid, reason): the group was signalled to stop that task
     kill_deadline: float = 0.0  # time.monotonic() after which SIGKILL follows the SIGTERM
     killed_hard: bool = False
+    tree: ProcessTree = field(default_factory=ProcessTree)  # its descendants, collected to stop them
 
     @property
     def pgid(self) -> int:
@@ -109,11 +119,15 @@ class WorkerHandle:
         return index if 0 <= index < len(self.queue) else -1
 
 
-async def spawn_worker(workdir_base: Path) -> WorkerHandle:
-    """Start a worker process in a new session, on a fresh socketpair, counter and lifeline."""
+async def spawn_worker(workdir_base: Path, run_as: RunAs | None = None) -> WorkerHandle:
+    """Start a worker process in a new session, on a fresh socketpair, counter and lifeline.
+
+    With ``run_as`` it starts as that user (groups, group and user set before exec).
+    """
     ours, theirs = socket.socketpair()
     lifeline_read, lifeline_write = os.pipe()  # both non-inheritable: only pass_fds crosses exec
-    argv = [sys.executable, "-m", "fairpool.nodes.worker", "--fd", str(theirs.fileno())]
+    # -P: nothing of the current directory on sys.path, where a cluster's files could shadow modules
+    argv = [sys.executable, "-P", "-m", "fairpool.nodes.worker", "--fd", str(theirs.fileno())]
     argv += ["--workdir-base", str(workdir_base), "--lifeline-fd", str(lifeline_read)]
     pass_fds = [theirs.fileno(), lifeline_read]
     counter_fd = _counter_fd()
@@ -127,7 +141,8 @@ async def spawn_worker(workdir_base: Path) -> WorkerHandle:
         # cancel arriving after it would leave the new process unowned.
         with trio.CancelScope(shield=True):
             process = await trio.lowlevel.open_process(
-                argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL, start_new_session=True,
+                **worker_process_options(run_as, workdir_base),
             )
     except BaseException:
         ours.close()
@@ -180,21 +195,33 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-async def reap_group(pgid: int, grace: float = TERM_GRACE) -> None:
-    """Stop what is left of a worker's process group: SIGTERM, ``grace`` seconds, SIGKILL."""
-    if not group_alive(pgid) or not signal_group(pgid, signal.SIGTERM):
+async def reap_group(pgid: int, grace: float = TERM_GRACE, tree: ProcessTree | None = None) -> None:
+    """Stop what is left of a worker's process group, and of the process ``tree`` collected from it
+    (with what its members forked since): SIGTERM, ``grace`` seconds, SIGKILL."""
+    tree = tree if tree is not None else ProcessTree()
+    tree.collect()
+    group = group_alive(pgid) and signal_group(pgid, signal.SIGTERM)
+    tree.signal(signal.SIGTERM)
+    if not group and not tree.alive():
         return
     for _ in range(max(int(grace / GROUP_POLL), 1)):
         await trio.sleep(GROUP_POLL)
-        if not group_alive(pgid):
+        tree.collect()
+        tree.signal(signal.SIGTERM)  # (those forked meanwhile)
+        if not group_alive(pgid) and not tree.alive():
             return
     signal_group(pgid, signal.SIGKILL)
+    tree.kill()
 
 
 async def stop_worker(worker: WorkerHandle, *, closed_by_worker: bool) -> None:
     """Close the worker's socket and make sure its process and its group are gone, the worker reaped."""
-    await worker.stream.aclose()
     process = worker.process
+    if process.returncode is None:
+        # While it lives, everything its jobs started is its descendant (it is a subreaper): once
+        # it is gone, what it leaves goes to init, and only its group would still tell.
+        worker.tree.collect([process.pid])
+    await worker.stream.aclose()
     if closed_by_worker or not worker.queue:
         # A worker whose socket closed is dying: let it finish, so its exit status
         # is its own. An idle one exits by itself on EOF, running its cleanups.
@@ -208,8 +235,8 @@ async def stop_worker(worker: WorkerHandle, *, closed_by_worker: bool) -> None:
     if process.returncode is None:
         signal_group(worker.pgid, signal.SIGKILL)
         await process.wait()
-    # The worker is gone; processes its jobs started may still be in its group.
-    await reap_group(worker.pgid)
+    # The worker is gone; processes its jobs started may still be in its group, or in its tree.
+    await reap_group(worker.pgid, tree=worker.tree)
     if worker.lifeline is not None:
         with contextlib.suppress(OSError):
             os.close(worker.lifeline)

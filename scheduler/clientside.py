@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from fairpool.jobstatus import JobStatus
@@ -32,6 +33,21 @@ from fairpool.scheduler.statebase import StateBase
 NOT_FOUND = "no such cluster"  # also the answer for another tenant's cluster: same words
 
 
+def bad_options(spec: JobSubmit) -> str:
+    """Why a job's options are refused ("" if they are fine): NaN, infinite or negative amounts
+    would poison the nodes' bookkeeping and every policy's arithmetic."""
+    options = spec.options
+    if options is None:
+        return ""
+    for name, value in (("cpus", options.cpus), ("timeout", options.timeout)):
+        if not (math.isfinite(value) and value >= 0):
+            return f"job {spec.uid}: bad options: {name} must be a finite number >= 0, not {value!r}"
+    for name, amount in (("memory", options.memory), ("gpus", options.gpus)):
+        if amount < 0:
+            return f"job {spec.uid}: bad options: {name} must be >= 0, not {amount!r}"
+    return ""
+
+
 class ClientSide(StateBase):
     def _owned_cluster(self, conn: ConnRecord, cluster_id: str) -> ClusterRecord | None:
         cluster = self.clusters.get(cluster_id)
@@ -42,6 +58,10 @@ class ClientSide(StateBase):
 
     def _open_cluster(self, conn: ConnRecord, message: OpenCluster, now: float) -> None:
         cluster = self.clusters.get(message.cluster_id)
+        too_big = self.oversize(f"cluster {message.cluster_id}: its spec (computation and depends)", message.spec)
+        if cluster is None and too_big:  # never stored, never journaled
+            self._out.append(Send(conn.conn, Error(too_big, message.cluster_id)))
+            return
         if cluster is None:
             cluster = ClusterRecord(message.cluster_id, conn.tenant, message.name, message.spec,
                                     message.reentrant, message.priority, conn.conn, now)
@@ -53,7 +73,7 @@ class ClientSide(StateBase):
                 self._out.append(Persist(RClusterNodes(cluster.cluster_id, cluster.allowed, {})))
             self._out.append(Log("info", "cluster opened", (("cluster", cluster.cluster_id),
                                                               ("tenant", conn.tenant), ("client", conn.name))))
-            self._out.append(Send(conn.conn, ClusterOpened(cluster.cluster_id)))
+            self._out.append(Send(conn.conn, ClusterOpened(cluster.cluster_id, self.max_payload)))
             return
         if cluster.tenant != conn.tenant:
             self._out.append(Send(conn.conn, Error(NOT_FOUND, message.cluster_id)))
@@ -61,7 +81,7 @@ class ClientSide(StateBase):
         # Re-attach: this connection now hears the cluster's news, and everything
         # not yet acknowledged is told again (the client ignores what it knew).
         cluster.conn = conn.conn
-        self._out.append(Send(conn.conn, ClusterOpened(cluster.cluster_id)))
+        self._out.append(Send(conn.conn, ClusterOpened(cluster.cluster_id, self.max_payload)))
         for job in cluster.jobs.values():
             if job.result is not None:
                 self._results[conn.conn].append(job.result)
@@ -91,6 +111,10 @@ class ClientSide(StateBase):
             if spec.uid in cluster.jobs:  # a resend after a reconnect: acknowledged again only
                 uids.append(spec.uid)
                 continue
+            too_big = self.oversize(f"job {spec.uid}: its payload", spec.payload) or bad_options(spec)
+            if too_big:  # never queued, nothing journaled; the client fails the job with this reason
+                self._out.append(Send(conn.conn, Error(too_big, spec.uid)))
+                continue
             job = JobRecord(spec.uid, cluster.cluster_id, cluster.tenant, spec.payload, self._seq + 1,
                             cluster.priority, now, spec.options)
             limit = self._unfit_reason(job) or self.dispatcher.admit(job)
@@ -107,6 +131,9 @@ class ClientSide(StateBase):
             self.dispatcher.enqueue(job)  # before the next job's admission: max_queued counts it
         if new:
             self._out.append(Persist(RJobsQueued(cluster.cluster_id, new, [job.seq for job in admitted], now)))
+            if self.log_jobs:
+                for job in admitted:
+                    self.log_job("debug", "job queued", job)
         if refused:
             self._results[conn.conn].extend(refused)
         if uids:

@@ -5,7 +5,11 @@ tail) or where the journal is corrupt (``JournalCorrupt`` with its offset);
 the daemon refuses to start on corruption. Here the same file is read for a
 human: every intact record up to the bad one, each as its offset, length,
 kind and key fields (ids, names, counts, times). Tenant data — payloads,
-cluster specs, job output — is never shown, only its size in bytes.
+cluster specs, job output — is never shown, only its size in bytes and,
+for payloads in the payload store beside the log, where they lie
+(``segment:offset+length``). The store is summed up (its segments and
+bytes) and every payload the journal refers to is read back and checked:
+one that does not is reported (``bad``) like corruption.
 
 ``inspect_journal(path) -> Inspection``; ``Inspection.to_dict(limit)`` is
 the ``--json`` document, ``render(inspection, limit)`` the readable table.
@@ -13,6 +17,7 @@ the ``--json`` document, ``render(inspection, limit)`` the readable table.
 
 from __future__ import annotations
 
+import mmap
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,19 +28,33 @@ from fairpool.messages import JobResult, JobSubmit
 from fairpool.scheduler.journal import HEADER, JournalCorrupt, read_journal
 from fairpool.scheduler.journalrecords import (
     JournalRecord,
+    PayloadRef,
     RAcked,
     RAssigned,
     RClusterClosed,
     RClusterOpened,
+    RClusterOpenedRef,
     RecordError,
     RJobsQueued,
+    RJobsQueuedRef,
     RPolicy,
     RRequeued,
     RResults,
+    RResultsRef,
+    RTenantToken,
     decode_record,
+    payload_refs,
+)
+from fairpool.scheduler.payloadstore import (
+    PAYLOADS_DIR,
+    PayloadCorrupt,
+    read_payload,
+    segment_files,
+    segment_name,
 )
 
-UIDS_SHOWN = 3  # in the table; --json lists every uid
+UIDS_SHOWN = 3  # in the table; --json lists every uid (and every payload reference)
+BAD_SHOWN = 10  # payloads that do not read back, in the table
 
 
 class JournalChanged(Exception):
@@ -53,6 +72,26 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class PayloadUsage:
+    """The payload store beside the journal, and how the journal's references to it read back."""
+
+    directory: Path
+    segments: dict[str, int]  # file name -> bytes
+    refs: int  # references in the intact records
+    referenced_bytes: int  # the payloads they name (dead ones included until the next compaction)
+    bad: list[tuple[str, str]]  # (reference, why it does not read back)
+
+    @property
+    def size(self) -> int:
+        return sum(self.segments.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dir": str(self.directory), "bytes": self.size, "segments": dict(self.segments),
+                "refs": self.refs, "referenced_bytes": self.referenced_bytes,
+                "bad": [{"ref": ref, "error": error} for ref, error in self.bad]}
+
+
+@dataclass(frozen=True)
 class Inspection:
     path: Path
     size: int
@@ -61,15 +100,17 @@ class Inspection:
     corrupt_offset: int | None = None
     corrupt_error: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    payloads: PayloadUsage | None = None
 
     @property
     def corrupt(self) -> bool:
-        return self.corrupt_offset is not None
+        """The journal is corrupt, or a payload it refers to does not read back: the daemon would refuse."""
+        return self.corrupt_offset is not None or bool(self.payloads and self.payloads.bad)
 
     @property
     def torn_bytes(self) -> int:
         """Bytes after the intact records that are not corruption: a write cut short by a crash."""
-        return 0 if self.corrupt else self.size - self.intact_end
+        return 0 if self.corrupt_offset is not None else self.size - self.intact_end
 
     def shown(self, limit: int | None) -> list[Entry]:
         return self.entries if limit is None else self.entries[-limit:] if limit > 0 else []
@@ -86,6 +127,7 @@ class Inspection:
             "torn": {"offset": self.intact_end, "bytes": self.torn_bytes} if self.torn_bytes else None,
             "corrupt": ({"offset": self.corrupt_offset, "error": self.corrupt_error}
                         if self.corrupt_offset is not None else None),
+            "payloads": self.payloads.to_dict() if self.payloads is not None else None,
         }
 
 
@@ -101,13 +143,48 @@ def inspect_journal(path: Path) -> Inspection:
         corrupt, end = exc, exc.offset
         size = path.stat().st_size
     data = path.read_bytes()[:end]
-    entries = list(_walk(data))
+    refs: list[PayloadRef] = []
+    entries = list(_walk(data, refs))
     return Inspection(path, size, entries, end, corrupt.offset if corrupt else None,
-                      str(corrupt) if corrupt else "", dict(Counter(e.kind for e in entries)))
+                      str(corrupt) if corrupt else "", dict(Counter(e.kind for e in entries)),
+                      inspect_payloads(path.parent / PAYLOADS_DIR, refs))
 
 
-def _walk(data: bytes) -> list[Entry]:
-    """The records of ``data``, known intact (read_journal said so): stop if that is no longer true."""
+def inspect_payloads(directory: Path, refs: list[PayloadRef]) -> PayloadUsage | None:
+    """The store's segments, and each of ``refs`` read back (None: no store, and nothing refers to one)."""
+    files = segment_files(directory)
+    if not files and not refs:
+        return None
+    bad: list[tuple[str, str]] = []
+    maps: dict[int, mmap.mmap | bytes] = {}
+    try:
+        for ref in refs:
+            if ref.segment not in maps:
+                maps[ref.segment] = _map(files.get(ref.segment))
+            try:
+                read_payload(directory / segment_name(ref.segment), maps[ref.segment], ref)
+            except PayloadCorrupt as exc:
+                bad.append((str(ref), str(exc)))
+    finally:
+        for mapped in maps.values():
+            if isinstance(mapped, mmap.mmap):
+                mapped.close()
+    return PayloadUsage(directory, {path.name: path.stat().st_size for _n, path in sorted(files.items())},
+                        len(refs), sum(ref.length for ref in refs), bad)
+
+
+def _map(path: Path | None) -> mmap.mmap | bytes:
+    """A segment's bytes to check references against (none if it is missing or empty)."""
+    if path is None:
+        return b""
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else b""
+
+
+def _walk(data: bytes, refs: list[PayloadRef]) -> list[Entry]:
+    """The records of ``data``, known intact (read_journal said so): stop if that is no longer true.
+
+    The payload references they hold are added to ``refs``."""
     entries: list[Entry] = []
     pos = 0
     while pos < len(data):
@@ -121,6 +198,7 @@ def _walk(data: bytes) -> list[Entry]:
             raise JournalChanged("the journal changed while it was read (compacted?): run inspect again") from None
         kind, fields = describe_record(record)
         entries.append(Entry(pos, length, kind, fields))
+        refs.extend(payload_refs(record))
         pos += HEADER.size + length
     return entries
 
@@ -155,6 +233,30 @@ def describe_record(record: JournalRecord) -> tuple[str, dict[str, Any]]:
             return "cluster-closed", {"cluster_id": record.cluster_id}
         case RPolicy():
             return "policy", {"name": record.name}
+        case RTenantToken():
+            return "tenant-token", {"tenant": record.tenant, "revoked": record.revoked}  # never the keys
+        case RClusterOpenedRef():
+            return "cluster-opened", {"cluster_id": record.cluster_id, "tenant": record.tenant,
+                                      "name": record.name, "reentrant": record.reentrant,
+                                      "priority": record.priority, "spec_bytes": record.spec.length,
+                                      "refs": [str(record.spec)], "at": record.at}
+        case RJobsQueuedRef():
+            sizes = [j.payload.length if isinstance(j.payload, PayloadRef) else len(j.payload) for j in record.jobs]
+            return "jobs-queued", {"cluster_id": record.cluster_id, "jobs": len(record.jobs),
+                                   "uids": [j.uid for j in record.jobs],
+                                   "seqs": [min(record.seqs), max(record.seqs)] if record.seqs else [],
+                                   "payload_bytes": sum(sizes), "at": record.at,
+                                   "refs": [str(j.payload) for j in record.jobs if isinstance(j.payload, PayloadRef)]}
+        case RResultsRef():
+            everyone = [(r.uid, r.status, r.node) for r in record.results]
+            everyone += [(r.uid, r.status, r.node) for r in record.stored]
+            return "results", {"jobs": len(everyone), "uids": [uid for uid, _s, _n in everyone],
+                               "statuses": dict(Counter(status for _u, status, _n in everyone)),
+                               "nodes": sorted({node for _u, _s, node in everyone if node}),
+                               "payload_bytes": sum(len(r.payload) for r in record.results),
+                               "output_bytes": _output_bytes(record.results),
+                               "stored_bytes": sum(r.ref.length for r in record.stored),  # payloads and output
+                               "refs": [str(r.ref) for r in record.stored]}
     return type(record).__name__, {}  # a kind newer than this reader
 
 
@@ -185,17 +287,24 @@ def render(inspection: Inspection, limit: int | None = None) -> str:
     if inspection.torn_bytes:
         lines.append(f"torn tail: {inspection.torn_bytes} bytes at offset {inspection.intact_end} "
                      "(a write cut short by a crash; the scheduler cuts it when it starts)")
-    if inspection.corrupt:
+    if inspection.corrupt_offset is not None:
         lines.append(f"CORRUPT: {inspection.corrupt_error}")
+    usage = inspection.payloads
+    if usage is not None:
+        lines.append(f"payloads {usage.directory} ({len(usage.segments)} segments, {usage.size} bytes; "
+                     f"{usage.refs} references to {usage.referenced_bytes} bytes)")
+        lines += [f"BAD PAYLOAD {ref}: {error}" for ref, error in usage.bad[:BAD_SHOWN]]
+        if len(usage.bad) > BAD_SHOWN:
+            lines.append(f"... and {len(usage.bad) - BAD_SHOWN} more bad payloads (--json lists them all)")
     return "\n".join(lines)
 
 
 def _details(fields: dict[str, Any]) -> str:
     parts = []
     for key, value in fields.items():
-        if key == "uids":
+        if key in ("uids", "refs"):
             more = f" +{len(value) - UIDS_SHOWN} more" if len(value) > UIDS_SHOWN else ""
-            parts.append(f"uids={','.join(value[:UIDS_SHOWN])}{more}")
+            parts.append(f"{key}={','.join(value[:UIDS_SHOWN])}{more}")
         elif key == "at":
             parts.append(f"at={_when(value)}")
         elif key == "seqs" and value:

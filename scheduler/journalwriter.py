@@ -13,11 +13,22 @@ acknowledgement would, and its records are written with the next group
 commit, at most ``LAZY_COMMIT`` later. ``run_commits`` is the one
 task that fsyncs — in a worker thread, since the OS gives no async fsync —
 covering whatever accumulated meanwhile: one fsync for a whole burst of
-submits. It also compacts the journal when it has grown past its limit.
+submits. It also compacts the journal when it (or the payload store) has
+grown past its limit.
+
+With a payload store (``fairpool.scheduler.payloadstore``), each group commit
+first puts the records' payloads in the store (``to_stored``), writes and
+fsyncs the segments, and only then writes and fsyncs the log: a record is
+durable only once what it refers to is — one fsync per file per commit.
+Batches are taken in order by the state task and written in that order by
+whoever holds the lock: the commit thread, or ``flush``/``compact`` on the
+state task's thread (at shutdown, or an admin's compaction while a commit is
+under way).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +38,8 @@ import trio
 
 from fairpool.messages import JobsUpdate, Message, Queued
 from fairpool.scheduler.journal import JournalFile
-from fairpool.scheduler.journalrecords import JournalRecord
+from fairpool.scheduler.journalrecords import JournalRecord, dead_payloads, to_stored
+from fairpool.scheduler.payloadstore import PayloadStore
 
 log = structlog.get_logger("fairpool.scheduler.journal")
 
@@ -52,8 +64,12 @@ def drop_answered(parked: Message, sent: Message) -> Message | None:
 
 class JournalWriter:
     def __init__(self, journal: JournalFile, deliver: Deliver, *, compact_bytes: int,
-                 snapshot: Callable[[], list[JournalRecord]]) -> None:
+                 snapshot: Callable[[], list[JournalRecord]], store: PayloadStore | None = None) -> None:
         self.journal = journal
+        self.store = store  # None: payloads stay inline in the records
+        self._store_floor = store.size if store is not None else 0
+        self._batches: deque[tuple[list[JournalRecord], int]] = deque()  # taken, not yet written
+        self._lock = threading.Lock()  # one writer of the files at a time
         self._deliver = deliver
         self._snapshot = snapshot
         self.compact_bytes = compact_bytes
@@ -119,14 +135,40 @@ class JournalWriter:
 
     def flush(self) -> None:
         """Write and sync everything now, blocking (at shutdown, and before compacting)."""
-        self._write_and_sync(self._take())
+        self._batches.append(self._take())
+        with self._lock:
+            self._commit_taken()
 
     def _take(self) -> tuple[list[JournalRecord], int]:
+        # On the state task's thread only: the one that appends.
         records, self._pending = self._pending, []
         return records, self._appended
 
+    def _commit(self) -> None:
+        """The group commit (in a worker thread): every batch taken so far, in one write and sync."""
+        with self._lock:
+            self._commit_taken()
+
+    def _commit_taken(self) -> None:
+        records: list[JournalRecord] = []
+        upto = 0
+        while self._batches:
+            batch, upto = self._batches.popleft()
+            records += batch
+        if upto:
+            self._write_and_sync((records, upto))
+
     def _write_and_sync(self, batch: tuple[list[JournalRecord], int]) -> None:
         records, upto = batch
+        store = self.store
+        if store is not None and records:
+            stored: list[JournalRecord] = []
+            for record in records:
+                stored.append(to_stored(record, store.place))
+                for kind, key in dead_payloads(record):
+                    store.forget(kind, key)
+            store.sync()  # the payloads are durable before any record that refers to them
+            records = stored
         self.journal.append(records)
         self.journal.sync()
         self._synced = max(self._synced, upto)
@@ -139,25 +181,64 @@ class JournalWriter:
             await trio.sleep(DURABLE_GRACE if self._parked else LAZY_COMMIT)
             self._wakeup = trio.Event()
             if self._appended > self._synced:
-                # Everything pending goes in one write and one fsync: the group commit.
+                # Everything pending goes in one write and one fsync (per file): the group commit.
                 started = time.perf_counter()
-                await trio.to_thread.run_sync(self._write_and_sync, self._take())
+                self._batches.append(self._take())
+                await trio.to_thread.run_sync(self._commit)
                 self.fsyncs += 1
                 if self.on_sync is not None:
                     self.on_sync(time.perf_counter() - started)
             self._release()
-            if self.journal.size > max(self.compact_bytes, 2 * self._floor):
+            if self.should_compact():
                 self.compact()
 
+    def should_compact(self) -> bool:
+        """The log, or the payload store, has grown past its limit and doubled since the last compaction."""
+        if self.journal.size > max(self.compact_bytes, 2 * self._floor):
+            return True
+        return self.store is not None and self.store.size > max(self.compact_bytes, 2 * self._store_floor)
+
     def compact(self) -> None:
-        """Rewrite the journal as a snapshot of the live state (synchronous: nothing else runs)."""
-        self.flush()
-        before = self.journal.size
-        self.journal.replace_with(self._snapshot())
+        """Rewrite the journal as a snapshot of the live state (synchronous: nothing else runs).
+
+        With a store: the snapshot refers to the payloads already stored (the live ones of mostly
+        dead segments written again first); once it is durable, segments it does not refer to go.
+        """
+        self._batches.append(self._take())
+        with self._lock:
+            self._commit_taken()
+            before = self.journal.size
+            store = self.store
+            if store is None:
+                self.journal.replace_with(self._snapshot())
+            else:
+                store_before = store.size
+                store.begin_compaction()
+                durable = False
+                try:
+                    records = [to_stored(record, store.place) for record in self._snapshot()]
+                    store.sync()  # copies moved out of emptied segments, before the snapshot names them
+                    self.journal.replace_with(records)
+                    durable = True
+                finally:
+                    deleted = store.end_compaction(durable)
+                self._store_floor = store.size
         self._floor = self.journal.size
         self.compactions += 1
-        log.info("journal compacted", bytes_before=before, bytes_after=self.journal.size)
+        if store is None:
+            log.info("journal compacted", bytes_before=before, bytes_after=self.journal.size)
+        else:
+            log.info("journal compacted", bytes_before=before, bytes_after=self.journal.size,
+                     payload_bytes_before=store_before, payload_bytes_after=store.size,
+                     payload_segments_deleted=len(deleted))
         self._release()
+
+    def close(self) -> None:
+        """At shutdown: everything written and synced, the files closed."""
+        self.flush()
+        self.journal.close()
+        if self.store is not None:
+            self.store.close()
 
     def _release(self) -> None:
         synced = self._synced

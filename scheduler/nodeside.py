@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import msgspec
@@ -13,6 +14,7 @@ from fairpool.messages import (
     Dispatch,
     JobResult,
     JobStarted,
+    NodeDrain,
     NodeProgress,
     NodeReady,
     Task,
@@ -21,10 +23,26 @@ from fairpool.policies.base import QueuedJob
 from fairpool.policies.dispatcher import Placement
 from fairpool.scheduler.events import Close, Log, Persist, Send
 from fairpool.scheduler.journalrecords import RAssigned, RRequeued, RResults
+from fairpool.scheduler.placement import NodePicker
 from fairpool.scheduler.records import ConnRecord, JobRecord, NodeRecord
 from fairpool.scheduler.statebase import StateBase
 
 _NODE_FINAL = frozenset({JobStatus.FINISHED.value, JobStatus.FAILED.value})
+#: Task payload bytes per Dispatch message: large jobs go in several, so that no frame nears the node's limit.
+DISPATCH_BYTES = 16 * 1024 * 1024
+
+
+def _by_size(tasks: list[Task]) -> list[list[Task]]:
+    """``tasks`` in runs of at most DISPATCH_BYTES of payload (a larger task alone)."""
+    parts: list[list[Task]] = [[]]
+    size = 0
+    for task in tasks:
+        if parts[-1] and size + len(task.payload) > DISPATCH_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(task)
+        size += len(task.payload)
+    return parts
 
 
 class NodeSide(StateBase):
@@ -37,6 +55,9 @@ class NodeSide(StateBase):
             return
         if message.cpus < 1:
             self._violation(conn, f"node advertises {message.cpus} cpus")
+            return
+        if message.memory < 0 or message.gpus < 0:
+            self._violation(conn, f"node advertises {message.memory} bytes of memory and {message.gpus} gpus")
             return
         name = message.name or conn.name
         for old in [n for n in self.nodes.values() if n.name == name and n.session == message.session]:
@@ -78,6 +99,7 @@ class NodeSide(StateBase):
             adopted.append(uid)
         for job in mine.values():
             job.status = JobStatus.QUEUED  # not held: it never reached the node
+            job.maybe_started = False
             never_received.append(job)
         self._resolve_orphans(never_received, node.name, "never received", now)
         if adopted:
@@ -98,6 +120,11 @@ class NodeSide(StateBase):
         if bad is not None:  # refuse the whole message: nothing of it is applied
             self._violation(conn, f"job status {bad!r} from a node")
             return
+        times = [t for r in results for t in (r.started_at, r.finished_at)]
+        times += [e.started_at for e in started] + [p.at for p in progress.provisional]
+        if not all(map(math.isfinite, times)):  # NaN or infinity would poison runtimes, capacity, policies
+            self._violation(conn, "a timestamp that is not a finite number, from a node")
+            return
         for event in started:
             job = node.assigned.get(event.uid)
             if job is None or job.status is not JobStatus.QUEUED and job.status is not JobStatus.RUNNING:
@@ -109,7 +136,12 @@ class NodeSide(StateBase):
                 self._started[cluster.conn].append(JobStarted(job.uid, node.name, event.started_at))
         for value in progress.provisional:
             conn_id = self._client_of(node, value.uid)
-            if conn_id is not None:
+            too_big = self.oversize(f"job {value.uid}: a provisional result", value.payload)
+            if too_big:
+                dropped = node.assigned.get(value.uid)
+                if dropped is not None:  # (one of a job not ours any more goes without a word)
+                    self.log_job("warning", "provisional result dropped", dropped, node.name, reason=too_big)
+            elif conn_id is not None:
                 self._extras.setdefault(conn_id, ([], []))[0].append(value)
         for chunk in progress.files:
             conn_id = self._client_of(node, chunk.uid)
@@ -123,6 +155,9 @@ class NodeSide(StateBase):
             node.done += 1
             if result.finished_at and result.started_at:
                 node.observe_runtime(result.finished_at - result.started_at)
+            too_big = self.oversize("the job's result", result.payload)
+            if too_big:  # neither kept nor journaled: the job ends FAILED, saying why
+                result = msgspec.structs.replace(result, status=JobStatus.FAILED.value, payload=b"", reason=too_big)
             if job.cancel_requested and result.status == JobStatus.FAILED.value:
                 result = msgspec.structs.replace(result, status=JobStatus.CANCELLED.value)
             if result.node != node.name:
@@ -134,6 +169,30 @@ class NodeSide(StateBase):
         if node.state == "draining" and not node.assigned:
             node.state = "drained"
             self._out.append(Log("info", "node drained", (("node", node.name),)))
+
+    def _node_drain(self, conn: ConnRecord, message: NodeDrain, now: float) -> None:
+        """The node takes no new jobs (or takes them again), and gives back the jobs it names."""
+        node = conn.node
+        if node is None:
+            self._violation(conn, "NodeDrain before NodeReady")
+            return
+        reason = message.reason or "the node asked"
+        handed = [job for uid in message.handback if (job := node.unassign(uid)) is not None]
+        for job in handed:
+            # The node tells its started news before it hands a job back: one we never heard
+            # of starting is one it never started.
+            job.maybe_started = job.status is not JobStatus.QUEUED
+        if handed:
+            self._resolve_orphans(handed, node.name, f"handed back ({reason})", now)
+        if message.draining and node.state == "up":
+            node.state = "draining"
+            self._out.append(Log("info", "node draining", (("node", node.name), ("reason", reason))))
+        elif not message.draining and node.state != "up" and node.name not in self.drained:
+            node.state = "up"  # (an admin's drain is not the node's to lift)
+            self._out.append(Log("info", "node takes jobs again", (("node", node.name), ("reason", reason))))
+        if node.state == "draining" and not node.assigned:
+            node.state = "drained"
+        self.capacity_changed()
 
     def _client_of(self, node: NodeRecord, uid: str) -> int | None:
         """The attached client connection of a job running on ``node`` (None: not ours, or detached)."""
@@ -180,6 +239,8 @@ class NodeSide(StateBase):
                 self.dispatcher.finished(job, now)
                 self.dispatcher.enqueue(job)
                 requeued.append(job.uid)
+                if self.log_jobs:
+                    self.log_job("debug", "job requeued", job, node, reason=reason)
             else:
                 self._finish(job, now=now, result=JobResult(job.uid, JobStatus.ABANDONED.value,
                                             reason=f"node {node} lost: {reason}",
@@ -203,7 +264,7 @@ class NodeSide(StateBase):
         room = sum(max(node.room(), 0) for node in self.nodes.values())
         if room <= 0:
             return
-        nodes = list(self.nodes.values())
+        picker = NodePicker(list(self.nodes.values()))
         chosen: list[tuple[JobRecord, NodeRecord]] = []
 
         def place(queued: QueuedJob) -> Placement:
@@ -211,13 +272,7 @@ class NodeSide(StateBase):
             if room <= 0:
                 return Placement.FULL
             job = queued if isinstance(queued, JobRecord) else self.jobs[queued.uid]
-            node: NodeRecord | None = None
-            most = 0.0
-            cluster = self.clusters[job.cluster_id]
-            for candidate in nodes:  # spread: the emptiest node that fits (prefetch may overbook cpus)
-                if (candidate.fits(job) and cluster.allows(candidate)
-                        and (node is None or candidate.cpus - candidate.used_cpus > most)):
-                    node, most = candidate, candidate.cpus - candidate.used_cpus
+            node = picker.pick(job, self.clusters[job.cluster_id])
             if node is None:
                 return Placement.NO_FIT  # waits for room; the policy may try others
             before = max(node.room(), 0)
@@ -232,14 +287,20 @@ class NodeSide(StateBase):
         for job, node in chosen:
             job.node_conn = node.conn
             job.node = node.name
+            # From here it may run before we hear so (a node cut off runs its queue on): if the
+            # node is lost, only its own word (_reclaim, a hand-back) says it never started.
+            job.maybe_started = True
             cluster = self.clusters[job.cluster_id]
             if node.conn not in cluster.nodes_with_spec:
                 cluster.nodes_with_spec.add(node.conn)
-                defs[node.conn].append(ClusterDef(cluster.cluster_id, cluster.spec))
+                defs[node.conn].append(ClusterDef(cluster.cluster_id, cluster.spec, cluster.tenant, self.max_payload))
             tasks[node.conn].append(Task(job.uid, job.cluster_id, job.payload, job.timeout))
+            if self.log_jobs:
+                self.log_job("debug", "job dispatched", job)
         for node_conn, node_tasks in tasks.items():
             node = self.nodes[node_conn]
             # Dispatch need not wait for the record: a crash before it is durable leaves the
             # job QUEUED, and the node, when it reconnects, says it holds it (_reclaim).
             self._out.append(Persist(RAssigned(node.name, node.session, [t.uid for t in node_tasks])))
-            self._out.append(Send(node_conn, Dispatch(defs.pop(node_conn, []), node_tasks)))
+            for part in _by_size(node_tasks):  # (the cluster definitions go in the first)
+                self._out.append(Send(node_conn, Dispatch(defs.pop(node_conn, []), part)))

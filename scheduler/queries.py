@@ -1,14 +1,17 @@
-"""Answers to Requests: the read side of the scheduler (status, nodes, jobs, tenants, why) and
-the commands that change it (cancel, drain, policy set).
+"""Answers to Requests: the read side of the scheduler (status, nodes, jobs, why) and the
+commands that change it (cancel, drain, policy set); the tenant verbs are in ``tenantverbs``.
 
 Pure functions over a SchedulerState, called from ``SchedulerState.handle``.
-Who may ask what: the admin role may do everything; a tenant's client sees
-the pool's nodes and status, and only its own jobs — another tenant's job
-is "not found", exactly as a job that does not exist.
+Who may ask what: the admin role may do everything; a tenant's client (the
+library, or ``fairpool admin`` with a tenant credential) may only list, show,
+cancel and ask ``why`` of its own jobs and use the ``cluster.*`` verbs on its
+own clusters — another tenant's job or cluster is "not found", in exactly the
+words given for one that does not exist.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from fnmatch import fnmatchcase
@@ -17,19 +20,17 @@ from typing import TYPE_CHECKING, Any
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import Reply, Request
 from fairpool.policies.registry import make_policy
-from fairpool.scheduler.journalrecords import RClusterNodes, RNodeDrained, RTenant
+from fairpool.scheduler.journalrecords import RClusterNodes, RNodeDrained
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
+from fairpool.scheduler.refused import Refused
+from fairpool.scheduler.tenantverbs import TENANT_ADMIN_VERBS
 
 if TYPE_CHECKING:
     from fairpool.scheduler.state import SchedulerState
 
 
-class Refused(Exception):
-    """A request that cannot be done; the text goes back to the asker."""
-
-
 NOT_FOUND = "no such job"
-TENANT_VERBS = frozenset({"status", "nodes.list", "nodes.show", "jobs.list", "jobs.show", "jobs.cancel", "why",
+TENANT_VERBS = frozenset({"jobs.list", "jobs.show", "jobs.cancel", "why",
                           "cluster.stats", "cluster.nodes", "cluster.allocate", "cluster.deallocate",
                           "cluster.set_node_cpus", "cluster.node_jobs", "cluster.resetup_node"})
 JOB_LIST_LIMIT = 10_000
@@ -115,15 +116,18 @@ def _visible_job(state: SchedulerState, conn: ConnRecord, uid: str) -> JobRecord
 
 
 def _jobs_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
-    tenant = args.get("tenant") if conn.role == "admin" else conn.tenant
+    admin = conn.role == "admin"
+    tenant = args.get("tenant") if admin else conn.tenant
     status = str(args["status"]).upper() if args.get("status") else None
     if status is not None and status not in JobStatus.__members__:
         raise Refused(f"unknown status {args['status']!r} (known: {', '.join(JobStatus.__members__)})")
     node, cluster = args.get("node"), args.get("cluster")
     limit = int(args.get("limit") or JOB_LIST_LIMIT)
     views: list[dict[str, Any]] = []
-    for job in state.jobs.values():
-        if ((tenant and job.tenant != tenant) or (status and job.status.value != status)
+    # ``newest``: the latest submitted first (the dashboard shows the last ``limit`` jobs).
+    for job in reversed(state.jobs.values()) if args.get("newest") else state.jobs.values():
+        # A tenant's own jobs only, even when its name is empty (no filter at all is the admin's).
+        if (((tenant or not admin) and job.tenant != tenant) or (status and job.status.value != status)
                 or (node and job.node != node and not (job.result and job.result.node == node))
                 or (cluster and job.cluster_id != cluster)):
             continue
@@ -224,7 +228,8 @@ def _cluster_nodes(state: SchedulerState, conn: ConnRecord, args: dict[str, Any]
         view = node_view(node)
         allowed = cluster.allowed is None or any(fnmatchcase(node.name, p) for p in cluster.allowed)
         view.update({"allocated": allowed, "cluster_cpus": cluster.node_cpus.get(node.name),
-                     "cluster_jobs": node.by_cluster.get(cluster.cluster_id, 0)})
+                     "cluster_jobs": node.by_cluster.get(cluster.cluster_id, 0),
+                     "rank": cluster.ranks.get(node.name)})
         views.append(view)
     return views
 
@@ -235,10 +240,16 @@ def _set_allocation(state: SchedulerState, cluster: ClusterRecord, allowed: list
 
 
 def _cluster_allocate(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
+    """Let the cluster use these nodes too; ``ranks`` ({node name: number}, optional) says which to
+    fill first, higher first (``nodes=`` a callable: the client ranks the nodes, we place by it)."""
     cluster = _own_cluster(state, conn, args)
     patterns = [str(p) for p in args["nodes"]]
+    ranks = {str(name): float(rank) for name, rank in dict(args.get("ranks") or {}).items()}
+    if not all(math.isfinite(rank) for rank in ranks.values()):
+        raise Refused("ranks must be finite numbers")
     if cluster.allowed is not None:
         _set_allocation(state, cluster, sorted(set(cluster.allowed) | set(patterns)))
+    cluster.ranks.update(ranks)
     return {"cluster_id": cluster.cluster_id, "nodes": cluster.allowed}
 
 
@@ -288,21 +299,6 @@ def _cluster_resetup_node(state: SchedulerState, conn: ConnRecord, args: dict[st
     return {"node": node.name, "cluster_id": cluster.cluster_id}
 
 
-def _tenants_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
-    names = {j.tenant for j in state.jobs.values()} | set(state.dispatcher.tenants)
-    running = Counter(j.tenant for n in state.nodes.values() for j in n.assigned.values())
-    queued = Counter(j.tenant for j in state.dispatcher.order())
-    figures = getattr(state.dispatcher.policy, "tenant_figures", None)
-    views = []
-    for name in sorted(names):
-        config = state.dispatcher.tenants.get(name)
-        entitlement, received, words = figures(name) if figures else (None, None, "")
-        views.append({"name": name, "weight": config.weight if config else 1.0, "tier": config.tier if config else 0,
-                      "max_running": config.max_running if config else None, "running": running[name],
-                      "queued": queued[name], "entitlement": entitlement, "received": received, "policy_says": words})
-    return views
-
-
 # --- commands ----------------------------------------------------------------------------
 
 
@@ -322,42 +318,6 @@ def _nodes_undrain(state: SchedulerState, conn: ConnRecord, args: dict[str, Any]
     state.persist(RNodeDrained(node.name, False))
     state.capacity_changed()
     return node_view(node)
-
-
-def _tenants_set(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
-    name = str(args["name"])
-    if not name:
-        raise Refused("a tenant needs a name")
-    current = state.dispatcher.tenants.get(name)
-    fields: dict[str, Any] = {"weight": current.weight if current else 1.0, "tier": current.tier if current else 0,
-              "max_running": current.max_running if current else None,
-              "max_queued": current.max_queued if current else None,
-              "parent": current.parent if current else None}
-    for key in ("weight", "tier", "max_running", "max_queued", "parent"):
-        if args.get(key) is not None:
-            fields[key] = args[key]
-    try:
-        record = RTenant(name, float(fields["weight"]), int(fields["tier"]),
-                         None if fields["max_running"] is None else int(fields["max_running"]),
-                         None if fields["max_queued"] is None else int(fields["max_queued"]),
-                         None if fields["parent"] is None else str(fields["parent"]))
-    except (TypeError, ValueError) as exc:
-        raise Refused(f"bad tenant settings: {exc}") from None
-    if record.weight <= 0:
-        raise Refused(f"weight must be > 0, got {record.weight:g}")
-    for limit in (record.max_running, record.max_queued):
-        if limit is not None and limit < 0:
-            raise Refused("max_running and max_queued must be >= 0")
-    state.set_tenant(record)
-    return next(v for v in _tenants_list(state, conn, {}, now) if v["name"] == name)
-
-
-def _tenants_remove(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
-    name = str(args["name"])
-    if name not in state.dispatcher.tenants:
-        raise Refused(f"no such tenant {name!r} in the policy settings")
-    state.set_tenant(RTenant(name, removed=True))
-    return {"tenant": name, "removed": True}
 
 
 def _policy_show(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> dict[str, Any]:
@@ -397,9 +357,7 @@ VERBS: dict[str, Handler] = {
     "cluster.set_node_cpus": _cluster_set_node_cpus,
     "cluster.node_jobs": _cluster_node_jobs,
     "cluster.resetup_node": _cluster_resetup_node,
-    "tenants.list": _tenants_list,
-    "tenants.set": _tenants_set,
-    "tenants.remove": _tenants_remove,
+    **TENANT_ADMIN_VERBS,
     "policy.show": _policy_show,
     "policy.set": _policy_set,
 }

@@ -65,7 +65,7 @@ class JobRecord:
 class ClusterRecord:
     __slots__ = ("cluster_id", "tenant", "name", "spec", "reentrant", "priority", "conn",
                  "jobs", "closed", "released", "nodes_with_spec", "created_at", "allowed", "node_cpus",
-                 "ended", "node_time")
+                 "ended", "node_time", "ranks")
 
     def __init__(self, cluster_id: str, tenant: str, name: str, spec: bytes, reentrant: bool,
                  priority: int, conn: int | None, created_at: float) -> None:
@@ -83,6 +83,9 @@ class ClusterRecord:
         self.created_at = created_at
         self.allowed: list[str] | None = None  # node names/patterns it may use (None: every node)
         self.node_cpus: dict[str, int] = {}  # set_node_cpus: at most this many of its jobs there
+        # node name -> rank its client gave it (``nodes=`` a callable): higher ranked nodes are filled first.
+        # Not journaled: the client tells them again whenever it (re)connects.
+        self.ranks: dict[str, float] = {}
         # For stats(): what ended, kept after the results were acknowledged and forgotten.
         self.ended: Counter[str] = Counter()  # final status -> jobs
         self.node_time: dict[str, list[float]] = {}  # node -> [jobs done, seconds they ran]
@@ -190,12 +193,13 @@ class NodeRecord:
 
 
 class ConnRecord:
-    __slots__ = ("conn", "role", "tenant", "name", "last_seen", "node")
+    __slots__ = ("conn", "role", "tenant", "name", "last_seen", "node", "auth")
 
-    def __init__(self, conn: int, role: str, tenant: str, name: str, now: float) -> None:
+    def __init__(self, conn: int, role: str, tenant: str, name: str, now: float, auth: str = "secret") -> None:
         self.conn = conn
         self.role = role
         self.tenant = tenant
         self.name = name
+        self.auth = auth  # what proved who it is: "secret" | "token" | "tls" (a new token ends "token" ones)
         self.last_seen = now
         self.node: NodeRecord | None = None

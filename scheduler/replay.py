@@ -5,48 +5,93 @@ to a fresh state: clusters and jobs come back, queued jobs queue again in
 their old order, jobs that were on nodes wait for their node to reclaim
 them (``Orphans``), results wait for their client. ``snapshot(state)`` is
 the shortest list of records that replays to the same state: compaction.
-Both are pure.
+Both are pure, but for one read: records in their stored shape (payloads in
+the payload store) are applied with each payload's ``PayloadRef`` standing in
+for its bytes, and once every record is applied the payloads still alive —
+specs of clusters that remain, arguments of jobs not ended, results not
+acknowledged — and only those are read from the store (``load_payloads``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import cast
 
 from fairpool.jobstatus import JobStatus
-from fairpool.messages import JobOptions, JobSubmit
+from fairpool.messages import JobOptions, JobResult, JobSubmit
 from fairpool.policies.registry import make_policy
 from fairpool.scheduler.journalrecords import (
     JournalRecord,
+    PayloadRef,
     RAcked,
     RAssigned,
     RClusterClosed,
     RClusterNodes,
     RClusterOpened,
+    RClusterOpenedRef,
     RJobsQueued,
+    RJobsQueuedRef,
     RNodeDrained,
     RPolicy,
     RRequeued,
     RResults,
+    RResultsRef,
     RTenant,
+    RTenantToken,
+    StoredResult,
 )
+from fairpool.scheduler.payloadstore import PayloadStore
 from fairpool.scheduler.records import ClusterRecord, JobRecord
 from fairpool.scheduler.state import SchedulerState
 from fairpool.scheduler.statebase import apply_tenant
+from fairpool.tokens import TokenKeys
 
 
-def replay(state: SchedulerState, records: list[JournalRecord], now: float) -> None:
+def replay(state: SchedulerState, records: list[JournalRecord], now: float,
+           store: PayloadStore | None = None) -> None:
+    """Apply ``records``; those in the stored shape need the ``store`` their payloads are in."""
     for record in records:
         apply(state, record, now)
     # Every node that held jobs gets one heartbeat timeout from now to come back for them.
     state.orphans.set_deadlines(now + state.heartbeat_timeout)
+    load_payloads(state, store)
+
+
+def load_payloads(state: SchedulerState, store: PayloadStore | None) -> None:
+    """Read the payloads that replay left as references and are still alive (PayloadCorrupt if one does not)."""
+    loaded = False
+    for cluster in state.clusters.values():
+        spec: bytes | PayloadRef = cluster.spec
+        if isinstance(spec, PayloadRef):
+            cluster.spec = _store(store).load("cluster", cluster.cluster_id, spec)
+            loaded = True
+    for job in state.jobs.values():
+        payload: bytes | PayloadRef = job.payload
+        if isinstance(payload, PayloadRef):
+            job.payload = _store(store).load("job", job.uid, payload)
+            loaded = True
+        result: object = job.result
+        if isinstance(result, StoredResult):
+            job.result = _store(store).load_result(job.uid, result.ref)
+            loaded = True
+    if loaded:
+        _store(store).release_maps()
+
+
+def _store(store: PayloadStore | None) -> PayloadStore:
+    if store is None:
+        raise ValueError("these journal records refer to a payload store: replay needs it")
+    return store
 
 
 def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
     match record:
-        case RJobsQueued(cluster_id, jobs, seqs, at):
+        case RJobsQueued(cluster_id, jobs, seqs, at) | RJobsQueuedRef(cluster_id, jobs, seqs, at):
             cluster = state.clusters[cluster_id]
-            for spec, seq in zip(jobs, seqs, strict=True):
+            # A StoredJob has a JobSubmit's fields, but its payload may be a PayloadRef: it stands in
+            # for the stored arguments until load_payloads (if the job is still alive then).
+            for spec, seq in zip(cast(list[JobSubmit], jobs), seqs, strict=True):
                 queued = JobRecord(spec.uid, cluster_id, cluster.tenant, spec.payload, seq, cluster.priority, at,
                                    spec.options)
                 cluster.jobs[queued.uid] = queued
@@ -74,8 +119,10 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                     requeued.status = JobStatus.QUEUED
                     state.dispatcher.finished(requeued, requeued.submitted_at)
                     state.dispatcher.enqueue(requeued)
-        case RResults(results):
-            for result in results:
+        case RResults(results) | RResultsRef(results):
+            stored = record.stored if isinstance(record, RResultsRef) else []
+            # A StoredResult stands in for a result in the store until load_payloads (if not acknowledged).
+            for result in [*results, *cast(list[JobResult], stored)]:
                 ended = state.jobs.get(result.uid)
                 if ended is None or ended.status.is_final:
                     continue
@@ -96,10 +143,12 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                 if owner is not None:
                     owner.jobs.pop(uid, None)
                     _forget_if_done(state, owner)
-        case RClusterOpened(cluster_id, tenant, name, spec, reentrant, priority, at):
+        case (RClusterOpened(cluster_id, tenant, name, spec, reentrant, priority, at)
+              | RClusterOpenedRef(cluster_id, tenant, name, spec, reentrant, priority, at)):
             if cluster_id not in state.clusters:
-                state.clusters[cluster_id] = ClusterRecord(cluster_id, tenant, name, spec, reentrant, priority,
-                                                           None, at)
+                # A PayloadRef stands in for a stored spec until load_payloads.
+                state.clusters[cluster_id] = ClusterRecord(cluster_id, tenant, name, cast(bytes, spec), reentrant,
+                                                           priority, None, at)
         case RPolicy(name):
             if name != state.policy.name:
                 try:
@@ -118,6 +167,11 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                 state.drained.discard(name)
         case RTenant():
             apply_tenant(state.dispatcher, record)
+        case RTenantToken(tenant, stored_key, server_key):
+            if record.revoked:
+                state.tokens.pop(tenant, None)
+            else:
+                state.tokens[tenant] = TokenKeys(stored_key, server_key)
         case RClusterClosed(cluster_id):
             closed = state.clusters.get(cluster_id)
             if closed is not None:
@@ -140,6 +194,7 @@ def snapshot(state: SchedulerState) -> list[JournalRecord]:
     records += [RTenant(t.name, t.weight, t.tier, t.max_running, t.max_queued, t.parent)
                 for t in state.dispatcher.tenants.values()]
     records += [RNodeDrained(name, True) for name in sorted(state.drained)]
+    records += [RTenantToken(tenant, keys.stored_key, keys.server_key) for tenant, keys in sorted(state.tokens.items())]
     assigned: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node in state.nodes.values():
         assigned[(node.name, node.session)].extend(node.assigned)

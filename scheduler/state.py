@@ -21,6 +21,7 @@ from fairpool.messages import (
     CloseCluster,
     Error,
     Heartbeat,
+    NodeDrain,
     NodeProgress,
     NodeReady,
     OpenCluster,
@@ -35,6 +36,7 @@ from fairpool.scheduler.events import (
     Disconnected,
     Instruction,
     Log,
+    Persist,
     PolicyLoaded,
     Received,
     Send,
@@ -42,10 +44,12 @@ from fairpool.scheduler.events import (
     Stimulus,
     Tick,
 )
+from fairpool.scheduler.journalrecords import RTenantToken
 from fairpool.scheduler.nodeside import NodeSide
 from fairpool.scheduler.policyfile import PolicyConfig
 from fairpool.scheduler.queries import answer
 from fairpool.scheduler.records import ConnRecord
+from fairpool.tokens import TokenKeys
 
 __all__ = ["NOT_FOUND", "SchedulerState"]
 
@@ -78,7 +82,7 @@ class SchedulerState(ClientSide, NodeSide):
                             break  # closed by an earlier message of this batch
                         self._on_message(record, message, now)
             case Connected(conn, peer, now):
-                self.conns[conn] = ConnRecord(conn, peer.role, peer.tenant, peer.name, now)
+                self.conns[conn] = ConnRecord(conn, peer.role, peer.tenant, peer.name, now, peer.auth)
             case Disconnected(conn, reason, now):
                 self._drop_conn(conn, reason, now)
             case PolicyLoaded(conn, request_id, config, now):
@@ -108,10 +112,16 @@ class SchedulerState(ClientSide, NodeSide):
                 self._node_progress(conn, message, now)
             case "node", NodeReady():
                 self._node_ready(conn, message, now)
+            case "node", NodeDrain():
+                self._node_drain(conn, message, now)
             case "admin", Request(verb=verb) if verb in SHELL_VERBS:
                 self._out.append(ShellRequest(conn.conn, message))
             case "client" | "admin", Request():
-                self._out.append(Send(conn.conn, answer(self, conn, message, now)))
+                before = len(self._out)
+                reply = answer(self, conn, message, now)
+                # What a request changed is journaled: its reply (a new token, say) waits until that is on disk.
+                durable = reply.ok and any(isinstance(i, Persist) for i in self._out[before:])
+                self._out.append(Send(conn.conn, reply, durable=durable))
             case role, _:
                 self._violation(conn, f"{type(message).__name__} is not a {role} request")
 
@@ -126,6 +136,34 @@ class SchedulerState(ClientSide, NodeSide):
             self.set_policy(policy, now)
         self._out.append(Send(conn, Reply(request_id, True, {"policy": self.policy.name,
                                                              "tenants": sorted(config.tenants)})))
+
+    def set_token(self, tenant: str, keys: TokenKeys | None, reason: str, now: float) -> int:
+        """Issue or replace (``keys``) or revoke (None) ``tenant``'s token; journaled.
+
+        Every client connection acting as ``tenant`` that a token or the cluster
+        secret let in is closed (``reason`` its last words): that credential no
+        longer proves who it is. Certificate connections stay. Returns how many closed.
+        """
+        event = "revoked" if keys is None else "replaced" if tenant in self.tokens else "issued"
+        if keys is None:
+            self.tokens.pop(tenant, None)
+            self._out.append(Persist(RTenantToken(tenant)))
+        else:
+            self.tokens[tenant] = keys
+            self._out.append(Persist(RTenantToken(tenant, keys.stored_key, keys.server_key)))
+        doomed = [c for c in self.conns.values() if c.role == "client" and c.tenant == tenant and c.auth != "tls"]
+        for conn in doomed:
+            self.hang_up(conn, reason, now)
+        self._out.append(Log("info", f"tenant token {event}", (("tenant", tenant), ("connections_closed", len(doomed)))))
+        return len(doomed)
+
+    def hang_up(self, conn: ConnRecord, reason: str, now: float) -> None:
+        """Tell the peer why (an Error, its last words), close its connection and forget it now."""
+        last_words = Send(conn.conn, Error(reason))
+        self._last_words[conn.conn] = last_words
+        self._out.append(last_words)
+        self._out.append(Close(conn.conn, reason))
+        self._drop_conn(conn.conn, reason, now)
 
     def _violation(self, conn: ConnRecord, reason: str) -> None:
         self._out.append(Log("warning", "protocol violation", (("peer", conn.name), ("reason", reason))))

@@ -10,6 +10,7 @@ clock, no I/O, no unpickling.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from fairpool.jobstatus import JobStatus
@@ -30,23 +31,31 @@ from fairpool.scheduler.events import Instruction, Log, Persist, Send
 from fairpool.scheduler.journalrecords import JournalRecord, RPolicy, RResults, RTenant
 from fairpool.scheduler.orphans import Orphans
 from fairpool.scheduler.records import ClusterRecord, ConnRecord, JobRecord, NodeRecord
-from fairpool.tokens import TokenKeys
+from fairpool.tokens import TokenKeys, new_token
 
 
 class StateBase:
     def __init__(self, policy: Policy, *, heartbeat_timeout: float = 10.0,
-                 result_retention: float = 7 * 24 * 3600.0) -> None:
+                 result_retention: float = 7 * 24 * 3600.0, max_payload: int = 0) -> None:
         self.dispatcher = Dispatcher(policy)
         self.heartbeat_timeout = heartbeat_timeout
         self.result_retention = result_retention
+        self.max_payload = max_payload  # bytes of one job payload, spec or result (0: no limit here)
         self.conns: dict[int, ConnRecord] = {}
         self.nodes: dict[int, NodeRecord] = {}
         self.clusters: dict[str, ClusterRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.orphans = Orphans()
         self.drained: set[str] = set()  # node names an admin drained (they stay so if they reconnect)
-        self.tokens: dict[str, TokenKeys] = {}  # tenant -> what we keep of its token (never the token)
+        # tenant -> what we keep of its token (never the token). Changed in place only: the shell's
+        # handshakes hold its bound ``get``.
+        self.tokens: dict[str, TokenKeys] = {}
+        # The one source of randomness in the core (``tenants add``); tests may pin it.
+        self.make_token: Callable[[], str] = new_token
         self.finished_total = 0
+        # A debug line per job step (queued, dispatched, requeued, ended): the shell turns it on at
+        # log level debug only, since building them costs on the hot path. Abandoned jobs are always told.
+        self.log_jobs = False
         self._seq = 0
         self._out: list[Instruction] = []
         # per handle() call: what each client connection should hear, sent as one JobsUpdate
@@ -59,6 +68,13 @@ class StateBase:
     @property
     def policy(self) -> Policy:
         return self.dispatcher.policy
+
+    def oversize(self, what: str, payload: bytes) -> str:
+        """Why ``payload`` is refused as too big ("" if it is not): ``what`` names it for the peer."""
+        if 0 < self.max_payload < len(payload):
+            return (f"{what} is {len(payload)} bytes, over the scheduler's limit of {self.max_payload} bytes "
+                    "(max_payload_size)")
+        return ""
 
     def _take_output(self) -> list[Instruction]:
         for conn in set(self._started) | set(self._results) | set(self._extras):
@@ -80,7 +96,16 @@ class StateBase:
         if (started or results or provisional or files) and conn in self.conns:
             self._out.append(Send(conn, JobsUpdate(started, results, provisional, files)))
 
+    def log_job(self, level: str, event: str, job: JobRecord, node: str = "", **fields: object) -> None:
+        """A log line about one job: always with its uid, tenant, cluster and node (see fairpool.logs)."""
+        self._out.append(Log(level, event, (("job", job.uid), ("tenant", job.tenant), ("cluster", job.cluster_id),
+                                            ("node", node or job.node), *fields.items())))
+
     def _finish(self, job: JobRecord, result: JobResult, now: float, persist: bool = True) -> None:
+        if result.status == JobStatus.ABANDONED.value:
+            self.log_job("warning", "job abandoned", job, result.node, reason=result.reason)
+        elif self.log_jobs:
+            self.log_job("debug", "job ended", job, result.node, status=result.status, reason=result.reason)
         if persist:
             self._out.append(Persist(RResults([result])))
         if job.node and job.node_conn is None:

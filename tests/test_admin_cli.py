@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fairpool.admin import resolve_credentials
+from fairpool.certs import init_ca, issue
 from fairpool.cli import main
 from fairpool.messages import JobResult, JobSubmit
 from fairpool.scheduler.journal import JOURNAL_NAME, JournalFile, frame, read_journal
@@ -23,6 +25,7 @@ from fairpool.scheduler.journalrecords import (
     RResults,
     encode_record,
 )
+from fairpool.tokens import new_token
 
 AT = 1_700_000_000.0
 SECRETS = (b"SPEC-SECRET", b"PAYLOAD-SECRET", b"RESULT-SECRET", b"STDOUT-SECRET")
@@ -144,10 +147,112 @@ def test_missing_secret_file_exits_1_naming_it(capsys):
     assert "secret file '.fairpool/secret' does not exist" in one_line(err)
 
 
-def test_token_without_secret_says_tokens_are_not_supported(capsys):
-    code, _out, err = admin(capsys, "--tenant", "alice", "--token", "t0k", "jobs")
+def test_malformed_token_exits_2_naming_the_flag(capsys):
+    code, out, err = admin(capsys, "--tenant", "alice", "--token", "t0k", "jobs")
+    assert code == 2 and out == ""
+    assert "bad value for --token: not a fairpool token" in one_line(err)
+
+
+def test_malformed_token_variable_exits_2_naming_it(capsys, monkeypatch):
+    monkeypatch.setenv("FAIRPOOL_TENANT", "alice")
+    monkeypatch.setenv("FAIRPOOL_TOKEN", "fpt_short")
+    code, _out, err = admin(capsys, "jobs")
+    assert code == 2
+    assert "bad value for FAIRPOOL_TOKEN: not a fairpool token" in one_line(err)
+
+
+def test_token_and_secret_file_together_exit_2(capsys, secret_file):
+    code, _out, err = admin(capsys, "--secret-file", str(secret_file), "--tenant", "alice", "--token", new_token(),
+                            "jobs")
+    assert code == 2
+    assert "--secret-file and --token are two credentials" in one_line(err)
+
+
+def test_tenant_token_needs_no_secret_file(capsys):
+    port = free_port()
+    code, _out, err = admin(capsys, "--scheduler", f"127.0.0.1:{port}", "--tenant", "alice", "--token", new_token(),
+                            "jobs")
+    assert code == 1  # it got as far as connecting: no secret file was looked for
+    assert one_line(err).startswith(f"fairpool admin jobs: cannot reach the fairpool scheduler at 127.0.0.1:{port}")
+
+
+def test_tenant_token_from_the_environment_needs_no_secret_file(capsys, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("FAIRPOOL_SCHEDULER", f"127.0.0.1:{port}")
+    monkeypatch.setenv("FAIRPOOL_TENANT", "alice")
+    monkeypatch.setenv("FAIRPOOL_TOKEN", new_token())
+    code, _out, err = admin(capsys, "why", "some-job")
     assert code == 1
-    assert "tenant tokens are not supported by this version of fairpool yet" in one_line(err)
+    assert "cannot reach the fairpool scheduler" in one_line(err)
+
+
+@pytest.mark.parametrize("verb", [["nodes", "drain", "n1"], ["tenants", "set", "bob", "--weight", "3"], ["status"],
+                                  ["tenants", "add", "bob"], ["policy", "set", "fifo"], ["journal", "compact"]])
+def test_admin_verb_with_a_tenant_token_exits_1_before_connecting(capsys, verb):
+    port = free_port()  # nothing listens: a connection attempt would say "cannot reach"
+    code, out, err = admin(capsys, "--scheduler", f"127.0.0.1:{port}", "--tenant", "alice", "--token", new_token(),
+                           *verb)
+    assert code == 1 and out == ""
+    line = one_line(err)
+    assert "needs the admin credential" in line and "tenant 'alice'" in line and "cannot reach" not in line
+
+
+def test_token_variable_without_a_tenant_is_named_when_the_secret_is_missing(capsys, monkeypatch):
+    monkeypatch.setenv("FAIRPOOL_TOKEN", new_token())
+    code, _out, err = admin(capsys, "--scheduler", "127.0.0.1:1", "status")
+    assert code == 1
+    line = one_line(err)
+    assert "secret file '.fairpool/secret' does not exist" in line and "FAIRPOOL_TOKEN is set" in line
+
+
+def test_tls_flags_must_come_as_all_three(capsys, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    code, _out, err = admin(capsys, "--tls-ca", str(ca), "status")
+    assert code == 2
+    line = one_line(err)
+    assert "TLS needs a CA certificate, a certificate and its key" in line
+    assert "--tls-cert (or FAIRPOOL_TLS_CERT)" in line and "--tls-key (or FAIRPOOL_TLS_KEY)" in line
+
+
+def test_tls_file_that_does_not_exist_exits_2_naming_it(capsys, tmp_path, monkeypatch):
+    for part in ("ca", "cert"):
+        (tmp_path / f"{part}.pem").write_text("x")
+    monkeypatch.setenv("FAIRPOOL_TLS_CA", str(tmp_path / "ca.pem"))
+    code, _out, err = admin(capsys, "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", "nokey.pem", "status")
+    assert code == 2
+    assert "bad value for --tls-key: no such file 'nokey.pem'" in one_line(err)
+
+
+def test_an_admin_certificate_without_secret_or_token_authenticates_as_the_admin(tmp_path):
+    init_ca(tmp_path)
+    files = issue("admin", "ops", directory=tmp_path).files
+    creds = resolve_credentials(tls_ca=files.ca, tls_cert=files.cert, tls_key=files.key, environ={})
+    assert (creds.auth, creds.role, creds.tenant, creds.secret, creds.secret_file) == ("tls", "admin", "", b"", None)
+    assert creds.tls == files
+
+
+def test_a_tenant_certificate_without_tenant_flag_acts_as_the_tenant_it_names(tmp_path):
+    init_ca(tmp_path)
+    files = issue("client", "alice", directory=tmp_path).files
+    creds = resolve_credentials(tls_ca=files.ca, tls_cert=files.cert, tls_key=files.key, environ={})
+    assert (creds.auth, creds.role, creds.tenant) == ("tls", "client", "alice")
+
+
+def test_a_certificate_file_that_is_not_one_exits_2(capsys, tmp_path):
+    for part in ("ca", "cert", "key"):
+        (tmp_path / f"{part}.pem").write_text("not a certificate")
+    code, _out, err = admin(capsys, "--tls-ca", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / "cert.pem"),
+                            "--tls-key", str(tmp_path / "key.pem"), "status")
+    assert code == 2
+    assert "bad value for --tls-cert" in one_line(err)
+
+
+def test_token_credentials_never_show_the_token():
+    token = new_token()
+    creds = resolve_credentials(tenant="alice", token=token, environ={})
+    assert (creds.auth, creds.role, creds.tenant, creds.token) == ("token", "client", "alice", token)
+    assert token not in repr(creds) and token not in creds.proof()
 
 
 HAS_SIMULATOR = importlib.util.find_spec("fairpool.scheduler.simulator") is not None

@@ -240,10 +240,11 @@ def test_policy_reload_reads_the_policy_file_again(scheduler, admin, tmp_path):
     assert admin("--json", "policy").json()["tenants"]["alice"]["weight"] == 3
 
 
-def test_tenants_add_is_refused_as_not_supported_yet(admin):
-    result = admin("tenants", "add", "carol", "--weight", "2")
-    assert result.code == 1 and result.out == ""
-    assert result.error_line().startswith("fairpool admin tenants add: not supported by this scheduler yet")
+def test_tenants_add_prints_the_token_and_applies_the_settings(admin):
+    issued = admin("--json", "tenants", "add", "carol", "--weight", "2").json()
+    assert set(issued) == {"tenant", "token"} and issued["tenant"] == "carol" and issued["token"].startswith("fpt_")
+    carol = admin("--json", "tenants", "show", "carol").json()
+    assert (carol["weight"], carol["token"]) == (2, True)
 
 
 def test_journal_compact_replies_with_sizes_and_inspect_reads_the_journal(scheduler, admin, clusters):

@@ -229,9 +229,6 @@ def setsid_grandchild(pidfile: str):
     time.sleep(60)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the node kills a cancelled job's process *group* (nodes/stopping.py "
-                   "kill -> signal_group(worker.pgid)), so a grandchild started in a session of its own "
-                   "(subprocess.Popen(start_new_session=True)) survives the cancel")
 def test_cancel_kills_grandchild_that_started_its_own_session(scheduler, start_node, cluster_kwargs, tmp_path):
     start_node(cpus=1, name="n1")
     pidfile = tmp_path / "pids"

@@ -54,6 +54,7 @@ class FakeScheduler:
         self.stream: MessageStream | None = None
         self.peers: list[tuple[str, str]] = []
         self.echo_heartbeats = False  # acknowledge the node's progress by echoing its heartbeats
+        self._sending = trio.Lock()  # echoes and the test's own sends share one stream
 
     async def handle(self, tcp: trio.SocketStream) -> None:
         stream = MessageStream(tcp)
@@ -73,13 +74,15 @@ class FakeScheduler:
                 if self.echo_heartbeats:
                     echoes = [m for m in messages if isinstance(m, Heartbeat)]
                     if echoes:
-                        await stream.send(*echoes)
+                        async with self._sending:
+                            await stream.send(*echoes)
         except (ConnectionClosed, ProtocolError):
             pass
 
     async def send(self, *messages: Message) -> None:
         assert self.stream is not None
-        await self.stream.send(*messages)
+        async with self._sending:
+            await self.stream.send(*messages)
 
     def of_type(self, kind: type) -> list:
         return [m for m in self.received if isinstance(m, kind)]

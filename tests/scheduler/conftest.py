@@ -152,7 +152,7 @@ class StateDriver:
         """A new client connection with an open cluster."""
         conn = self.client(tenant)
         out = self.send(conn, OpenCluster(cluster_id, "test", b"spec:" + cluster_id.encode(), reentrant))
-        assert out.messages(conn, ClusterOpened) == [ClusterOpened(cluster_id)]
+        assert [m.cluster_id for m in out.messages(conn, ClusterOpened)] == [cluster_id]
         return conn
 
     def submit(self, conn: int, cluster_id: str, uids: Iterable[str] | int) -> Outcome:

@@ -133,9 +133,10 @@ class Model:
             self.expect.setdefault(tenant, set()).add(uid)
 
     def settle(self, orphans: dict[str, bool], *, received: bool = True) -> None:
-        """A lost node's jobs: started ones of a non-reentrant cluster end ABANDONED, the rest requeue."""
-        for uid, started in sorted(orphans.items()):
-            if received and started and not self.reentrant(uid):
+        """A lost node's jobs: those of a non-reentrant cluster end ABANDONED (dispatched, they may
+        have started unheard of), the rest requeue; jobs the node says it never got requeue too."""
+        for uid, _started in sorted(orphans.items()):
+            if received and not self.reentrant(uid):
                 self.result_due(uid)
         orphans.clear()
 

@@ -307,12 +307,12 @@ def test_snapshot_leaves_out_what_was_acknowledged(driver: StateDriver) -> None:
 
 
 def test_snapshot_keeps_a_job_requeued_after_its_cluster_closed(driver: StateDriver) -> None:
-    alice = driver.open_cluster("c1")
+    alice = driver.open_cluster("c1", reentrant=True)
     node, _ = driver.node("n1", cpus=1, session="s1")
     driver.submit(alice, "c1", 1)
     driver.send(alice, CloseCluster("c1"))  # c1.0 is on n1: not cancelled
     driver.disconnect(node)
-    driver.expire()  # never started: back in the queue
+    driver.expire()  # reentrant: back in the queue
     assert driver.queued() == ["c1.0"]
     assert view(replayed(snapshot(driver.state), driver.now))["queue"] == ["c1.0"]
 

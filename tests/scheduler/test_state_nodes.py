@@ -71,7 +71,7 @@ def test_cluster_def_is_sent_once_per_node(driver: StateDriver) -> None:
     first = driver.submit(alice, "c1", 4)
     later = driver.finish(n1, "c1.0", "c1.1")
     n2, joined = driver.node("n2", cpus=1)
-    assert first.messages(n1, Dispatch)[0].clusters == [ClusterDef("c1", b"spec:c1")]
+    assert first.messages(n1, Dispatch)[0].clusters == [ClusterDef("c1", b"spec:c1", "alice")]
     assert later.dispatched(n1) and later.cluster_defs(n1) == []
     assert joined.dispatched(n2) and joined.cluster_defs(n2) == ["c1"]
 
@@ -195,8 +195,20 @@ def test_lost_node_requeues_every_job_of_a_reentrant_cluster_at_its_deadline(dri
     assert joined.dispatched(n2) == ["c1.0", "c1.1"]
 
 
-def test_lost_node_requeues_jobs_that_never_started_at_its_deadline(driver: StateDriver) -> None:
+def test_lost_node_abandons_dispatched_non_reentrant_jobs_not_heard_to_start(driver: StateDriver) -> None:
+    """A node cut off runs its queue on: a job it got may have run though we never heard it start."""
     alice = driver.open_cluster("c1", reentrant=False)
+    n1, _ = driver.node("n1", cpus=1)
+    driver.submit(alice, "c1", 3)
+    assert set(driver.state.nodes[n1].assigned) == {"c1.0", "c1.1"}  # the second one prefetched
+    driver.disconnect(n1)
+    out = driver.expire()
+    assert [(r.uid, r.status) for r in out.results(alice)] == [("c1.0", "ABANDONED"), ("c1.1", "ABANDONED")]
+    assert driver.queued() == ["c1.2"]  # never dispatched: safe to run
+
+
+def test_lost_node_requeues_dispatched_jobs_of_a_reentrant_cluster(driver: StateDriver) -> None:
+    alice = driver.open_cluster("c1", reentrant=True)
     n1, _ = driver.node("n1", cpus=1)
     driver.submit(alice, "c1", 3)
     driver.disconnect(n1)
@@ -212,14 +224,15 @@ def test_lost_node_abandons_started_jobs_of_a_non_reentrant_cluster_at_its_deadl
     driver.start(n1, "c1.0")
     assert driver.disconnect(n1, "connection reset").results(alice) == []
     out = driver.expire()
-    (result,) = out.results(alice)
+    result, prefetched = out.results(alice)
     assert (result.uid, result.status, result.node, result.finished_at) == ("c1.0", "ABANDONED", "n1", driver.now)
     assert "n1" in result.reason and "connection reset" in result.reason
-    assert driver.queued() == ["c1.1"]
+    assert (prefetched.uid, prefetched.status) == ("c1.1", "ABANDONED")
+    assert driver.queued() == []
 
 
 def test_lost_node_is_logged_with_the_jobs_it_held(driver: StateDriver) -> None:
-    alice = driver.open_cluster("c1")
+    alice = driver.open_cluster("c1", reentrant=True)
     node, _ = driver.node("n1")
     driver.submit(alice, "c1", 1)
     out = driver.disconnect(node, "connection reset")
@@ -260,9 +273,9 @@ def test_tick_past_the_heartbeat_timeout_closes_a_silent_node_as_lost(driver: St
     driver.send(alice, Heartbeat(driver.now))
     driver.now += 2.5  # one heartbeat timeout after the node was closed
     out = driver.tick()
-    assert [(r.uid, r.status) for r in out.results(alice)] == [("c1.0", "ABANDONED")]
+    assert [(r.uid, r.status) for r in out.results(alice)] == [("c1.0", "ABANDONED"), ("c1.1", "ABANDONED")]
     assert "no heartbeat for 10.5s" in out.results(alice)[0].reason
-    assert driver.queued() == ["c1.1"]
+    assert driver.queued() == []
 
 
 def test_tick_within_the_heartbeat_timeout_closes_nothing(driver: StateDriver) -> None:

@@ -1,0 +1,336 @@
+"""The payload store: the tenants' payloads beside the journal, each written once, purged with its job.
+
+``STATE_DIR/payloads/seg-NNNNNN.dat`` are append-only segment files of
+frames framed as the journal's records are: ``[u32 length][u32 crc32][bytes]``.
+A journal record names a payload by its ``PayloadRef`` (segment, frame
+offset, length, crc32), so compaction rewrites the reference and never the
+payload, and replay reads only the payloads still alive at its end.
+
+Payloads are keyed by what they belong to — ("job", uid) for a job's
+arguments, ("result", uid), ("cluster", id) for a spec — not by a content
+hash: those ids are already unique and immutable while their owner lives,
+so each payload is written once without hashing every byte on the hot path,
+and it dies exactly when its owner does (an acknowledged result, an ended
+job, a forgotten cluster) with no reference counts. What two jobs share is
+stored twice; they seldom share anything but the cluster's spec, stored once.
+
+Durability: ``put`` only buffers and hands out the reference; ``sync``
+writes and fsyncs each segment it touched, once, and the directory when it
+made a segment. The journal writer syncs the store before the log that
+refers to it, so a durable record never names bytes that are not durable:
+on ``open``, bytes after a segment's last referenced payload can only be a
+torn write or payloads of records that never became durable, and are cut;
+a segment nothing refers to is deleted. A referenced payload that does not
+read back (missing, short, CRC mismatch) raises ``PayloadCorrupt``, naming
+the file and offset.
+
+Purging: the index (``kind`` -> key -> reference and the object it was
+made from) forgets a payload when its owner dies (``forget``). At
+compaction (``begin_compaction`` ... ``end_compaction``) the live payloads
+of mostly dead segments are written again into the current one, the
+snapshot's references are the only live ones, and every other segment is
+deleted once the snapshot is durable: disk use stays bounded by what lives.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import structlog
+
+from fairpool.messages import JobResult
+from fairpool.scheduler.journal import HEADER, JournalCorrupt
+from fairpool.scheduler.journalrecords import PayloadRef, RecordError, decode_result, encode_result
+
+log = structlog.get_logger("fairpool.scheduler.journal")
+
+PAYLOADS_DIR = "payloads"
+#: A segment is sealed and the next one begun once it would grow past this.
+SEGMENT_BYTES = 32 << 20
+#: At compaction, a segment whose live payloads fill less than this share of it is emptied:
+#: they are written again into the current segment, and it is deleted.
+MOSTLY_DEAD = 0.25
+KINDS = ("cluster", "job", "result")
+_NAME = re.compile(r"seg-(\d{6,})\.dat")
+
+Source = bytes | JobResult
+Index = dict[str, dict[str, tuple[PayloadRef, Source]]]
+
+
+class PayloadCorrupt(JournalCorrupt):
+    """A payload a journal record refers to does not read back: the daemon must not start."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        Exception.__init__(self, f"payload store {path} is corrupt at offset {offset}: {reason}; inspect it with "
+                                 f"'fairpool admin journal inspect --state-dir {path.parent.parent}'")
+        self.path = path
+        self.offset = offset
+
+
+def segment_name(number: int) -> str:
+    return f"seg-{number:06d}.dat"
+
+
+def segment_files(directory: Path) -> dict[int, Path]:
+    """The segment files in ``directory`` by number (none if it does not exist)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return {}
+    return {int(m.group(1)): directory / name for name in names if (m := _NAME.fullmatch(name))}
+
+
+def read_payload(path: Path, data: bytes | mmap.mmap, ref: PayloadRef) -> bytes:
+    """The payload ``ref`` names in ``data`` (the segment file ``path``'s bytes), checked against ``ref``."""
+    end = ref.offset + HEADER.size + ref.length
+    if len(data) < end:
+        raise PayloadCorrupt(path, ref.offset, f"the payload runs past the end of the file ({len(data)} bytes)")
+    if HEADER.unpack_from(data, ref.offset) != (ref.length, ref.crc):
+        raise PayloadCorrupt(path, ref.offset, "the frame there is not the payload the journal refers to")
+    payload = data[ref.offset + HEADER.size:end]
+    if zlib.crc32(payload) != ref.crc:
+        raise PayloadCorrupt(path, ref.offset, "checksum mismatch")
+    return bytes(payload)
+
+
+class _Segment:
+    __slots__ = ("number", "path", "size", "pending", "fd", "unsynced")
+
+    def __init__(self, number: int, path: Path, size: int) -> None:
+        self.number = number
+        self.path = path
+        self.size = size  # written or buffered
+        self.pending: list[bytes] = []  # frames put, not yet written
+        self.fd = -1
+        self.unsynced = False  # written since the last fsync
+
+
+class PayloadStore:
+    def __init__(self, directory: Path, *, fsync: bool = True, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self._segments: dict[int, _Segment] = {}
+        self._bytes = 0  # in every segment, written or buffered
+        self._current = self._new_segment(1)  # (``open`` finds where to go on)
+        self._new_files = False  # a segment was created: the directory needs an fsync
+        self._index: Index = {kind: {} for kind in KINDS}
+        self._maps: dict[int, mmap.mmap] = {}
+        self._relocate: set[int] = set()  # while compacting: segments being emptied
+        self._used: Index | None = None  # while compacting: what the snapshot refers to
+
+    # --- opening --------------------------------------------------------------------------------
+
+    def open(self, referenced: Iterable[PayloadRef]) -> None:
+        """Take the directory as the durable journal left it: ``referenced`` is every reference it holds."""
+        if not self.directory.is_dir():
+            self.directory.mkdir(mode=0o700, parents=True)
+            self._sync_dir(self.directory.parent)
+        ends: dict[int, int] = {}
+        for ref in referenced:
+            ends[ref.segment] = max(ends.get(ref.segment, 0), ref.offset + HEADER.size + ref.length)
+        files = segment_files(self.directory)
+        self._segments.clear()
+        self._bytes = 0
+        for number, path in sorted(files.items()):
+            size = path.stat().st_size
+            end = ends.get(number)
+            if end is None:
+                log.info("payload segment deleted: no journal record refers to it", file=str(path), bytes=size)
+                path.unlink()
+                continue
+            if size > end:  # written, never referenced by a durable record: a crash mid-commit
+                log.warning("payload segment tail cut (a crash mid-write)", file=str(path), offset=end,
+                            bytes_cut=size - end)
+                os.truncate(path, end)
+                size = end
+            self._segments[number] = _Segment(number, path, size)
+            self._bytes += size
+        last = max(self._segments, default=0)
+        if last and self._segments[last].size < self.segment_bytes:
+            self._current = self._segments[last]
+        else:
+            self._current = self._new_segment(max(files, default=0) + 1)
+
+    def _new_segment(self, number: int) -> _Segment:
+        segment = _Segment(number, self.directory / segment_name(number), 0)
+        self._segments[number] = segment
+        return segment
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def put(self, kind: str, key: str, data: bytes, source: Source) -> PayloadRef:
+        """Buffer ``data`` (made from ``source``) as the payload ``kind``/``key``: durable after ``sync``."""
+        segment = self._current
+        framed = HEADER.size + len(data)
+        if segment.size and segment.size + framed > self.segment_bytes:
+            segment = self._roll()
+        crc = zlib.crc32(data)
+        ref = PayloadRef(segment.number, segment.size, len(data), crc)
+        segment.pending += (HEADER.pack(len(data), crc), data)
+        segment.size += framed
+        self._bytes += framed
+        self._index[kind][key] = (ref, source)
+        if self._used is not None:
+            self._used[kind][key] = (ref, source)
+        return ref
+
+    def place(self, kind: str, key: str, source: Source) -> PayloadRef:
+        """The reference for ``source``: the one the store already holds for it, else a new ``put``."""
+        held = self._index[kind].get(key)
+        if held is not None and held[0].segment not in self._relocate and (
+                held[1] is source or (isinstance(source, bytes) and held[0].length == len(source)
+                                      and held[0].crc == zlib.crc32(source))):
+            if self._used is not None:
+                self._used[kind][key] = held
+            return held[0]
+        return self.put(kind, key, source if isinstance(source, bytes) else encode_result(source), source)
+
+    def forget(self, kind: str, key: str) -> None:
+        """Its owner is gone: the payload is dead (its bytes go with its segment)."""
+        self._index[kind].pop(key, None)
+
+    def _roll(self) -> _Segment:
+        self._current = self._new_segment(self._current.number + 1)
+        return self._current
+
+    def sync(self) -> None:
+        """Write what was put and make it durable: one fsync per segment written (blocking)."""
+        for segment in list(self._segments.values()):
+            self._write(segment)
+            if segment.unsynced:
+                if self.fsync:
+                    os.fsync(segment.fd)
+                segment.unsynced = False
+                if segment is not self._current:
+                    os.close(segment.fd)
+                    segment.fd = -1
+        if self._new_files:
+            self._sync_dir(self.directory)  # a new segment's name must survive a crash too
+            self._new_files = False
+
+    def _write(self, segment: _Segment) -> None:
+        if not segment.pending:
+            return
+        if segment.fd < 0:
+            self._new_files |= not segment.path.exists()
+            segment.fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        view = memoryview(b"".join(segment.pending))
+        segment.pending.clear()
+        while view:
+            view = view[os.write(segment.fd, view):]
+        segment.unsynced = True
+
+    def _sync_dir(self, directory: Path) -> None:
+        if self.fsync:
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # --- reading (at replay) -----------------------------------------------------------------------
+
+    def read(self, ref: PayloadRef) -> bytes:
+        """The payload ``ref`` names, checked (``PayloadCorrupt`` if it does not read back)."""
+        path = self.directory / segment_name(ref.segment)
+        segment = self._segments.get(ref.segment)
+        if segment is not None:
+            self._write(segment)  # put but not yet written: readable (not durable) all the same
+        end = ref.offset + HEADER.size + ref.length
+        mapped = self._maps.get(ref.segment)
+        if mapped is None or len(mapped) < end:
+            if mapped is not None:
+                mapped.close()
+            try:
+                with open(path, "rb") as f:
+                    if os.fstat(f.fileno()).st_size < end:
+                        return read_payload(path, f.read(), ref)  # raises: too short
+                    mapped = self._maps[ref.segment] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except FileNotFoundError:
+                raise PayloadCorrupt(path, ref.offset, "its segment file is missing") from None
+        return read_payload(path, mapped, ref)
+
+    def load(self, kind: str, key: str, ref: PayloadRef) -> bytes:
+        """Read a live payload at replay; the store holds it (``place`` finds it at the next compaction)."""
+        data = self.read(ref)
+        self._index[kind][key] = (ref, data)
+        return data
+
+    def load_result(self, key: str, ref: PayloadRef) -> JobResult:
+        data = self.read(ref)
+        try:
+            result = decode_result(data)
+        except RecordError as exc:
+            raise PayloadCorrupt(self.directory / segment_name(ref.segment), ref.offset, str(exc)) from None
+        self._index["result"][key] = (ref, result)
+        return result
+
+    def release_maps(self) -> None:
+        """Unmap what replay read (a deleted segment's space is freed only once it is unmapped)."""
+        for mapped in self._maps.values():
+            mapped.close()
+        self._maps.clear()
+
+    # --- compaction ------------------------------------------------------------------------------
+
+    def begin_compaction(self) -> set[int]:
+        """Start a compaction: the segments to empty (live payloads under MOSTLY_DEAD of them)."""
+        live: Counter[int] = Counter()
+        for entries in self._index.values():
+            for ref, _source in entries.values():
+                live[ref.segment] += HEADER.size + ref.length
+        self._relocate = {n for n, s in self._segments.items() if s.size and live[n] < MOSTLY_DEAD * s.size}
+        if self._current.number in self._relocate:
+            self._roll()  # its live payloads must go elsewhere: a fresh segment
+        self._used = {kind: {} for kind in KINDS}
+        return set(self._relocate)
+
+    def end_compaction(self, durable: bool) -> list[Path]:
+        """The compaction ends; ``durable``: its snapshot is on disk, so delete what it does not refer to."""
+        used, self._used, self._relocate = self._used, None, set()
+        if not durable or used is None:
+            return []
+        self._index = used
+        self.release_maps()
+        referenced = {ref.segment for entries in used.values() for ref, _source in entries.values()}
+        deleted = []
+        for number, segment in list(self._segments.items()):
+            if number not in referenced and segment is not self._current:
+                if segment.fd >= 0:
+                    os.close(segment.fd)
+                segment.path.unlink(missing_ok=True)
+                del self._segments[number]
+                self._bytes -= segment.size
+                deleted.append(segment.path)
+        if deleted:
+            self._sync_dir(self.directory)
+        return deleted
+
+    # --- sizes -----------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Bytes in the segments (written or buffered)."""
+        return self._bytes
+
+    def segments(self) -> dict[int, int]:
+        """Segment number -> its bytes."""
+        return {number: segment.size for number, segment in sorted(self._segments.items())}
+
+    def live_bytes(self) -> int:
+        """Bytes (frames) of the payloads the store holds as alive."""
+        return sum(HEADER.size + ref.length for entries in self._index.values() for ref, _s in entries.values())
+
+    def close(self) -> None:
+        self.release_maps()
+        for segment in self._segments.values():
+            if segment.fd >= 0:
+                os.close(segment.fd)
+                segment.fd = -1

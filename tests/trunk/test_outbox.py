@@ -1,0 +1,99 @@
+"""Outbox: batched sends by a writer task, and ``flush_now`` sending from the caller's task.
+
+Real connected sockets (``trio.socket.socketpair``) under trio; the far end
+decodes what arrived with the sans-IO protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+import trio.testing
+
+from fairpool.messages import Heartbeat, Message
+from fairpool.protocol import Connection
+from fairpool.wire import MessageStream, Outbox
+
+
+class Peer:
+    """The far end: reads whatever arrives and decodes it."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.protocol = Connection()
+        self.got: list[Message] = []
+
+    def read_ready(self) -> None:
+        """Take what the socket holds now, without waiting."""
+        while True:
+            try:
+                data = self.stream.socket._sock.recv(1 << 20)  # noqa: SLF001 - a test peeking at the raw socket
+            except BlockingIOError:
+                return
+            self.got.extend(self.protocol.receive_data(data))
+
+    async def read_until(self, count: int) -> None:
+        with trio.fail_after(10):
+            while len(self.got) < count:
+                self.got.extend(self.protocol.receive_data(await self.stream.receive_some(1 << 20)))
+
+
+@asynccontextmanager
+async def writing() -> AsyncIterator[tuple[Outbox, Peer, trio.Nursery]]:
+    a, b = trio.socket.socketpair()
+    ours, theirs = MessageStream(trio.SocketStream(a)), trio.SocketStream(b)
+    outbox = Outbox()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outbox.run_writer, ours)
+        await trio.testing.wait_all_tasks_blocked()
+        yield outbox, Peer(theirs), nursery
+        nursery.cancel_scope.cancel()
+
+
+async def test_flush_now_sends_before_the_writer_task_runs_again() -> None:
+    async with writing() as (outbox, peer, _):
+        outbox.put_quietly(Heartbeat(1.0))
+        outbox.put_quietly(Heartbeat(2.0))
+        outbox.flush_now()  # no await between here and the read: the writer task cannot have run
+        peer.read_ready()
+        assert peer.got == [Heartbeat(1.0), Heartbeat(2.0)]
+        assert outbox.sent_batches == 1
+
+
+async def test_what_the_socket_does_not_take_is_sent_by_the_writer_in_order() -> None:
+    big = [Heartbeat(float(i)) for i in range(200_000)]  # several MB: more than the socket buffers hold
+    async with writing() as (outbox, peer, _):
+        for message in big:
+            outbox.put_quietly(message)
+        outbox.flush_now()
+        outbox.put_quietly(Heartbeat(-1.0))
+        outbox.flush_now()  # the backlog is not sent yet: this one must wait behind it
+        await peer.read_until(len(big) + 1)
+        assert peer.got == [*big, Heartbeat(-1.0)]
+
+
+async def test_flush_now_on_a_stream_that_is_not_a_plain_socket_leaves_it_to_the_writer() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    outbox = Outbox()
+    peer_protocol = Connection()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outbox.run_writer, MessageStream(ours))
+        outbox.put_quietly(Heartbeat(3.0))
+        outbox.flush_now()
+        with trio.fail_after(10):
+            got = peer_protocol.receive_data(await theirs.receive_some(1 << 16))
+        assert got == [Heartbeat(3.0)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_put_quietly_alone_sends_nothing_until_flushed() -> None:
+    async with writing() as (outbox, peer, _):
+        outbox.put_quietly(Heartbeat(4.0))
+        await trio.testing.wait_all_tasks_blocked()
+        peer.read_ready()
+        assert peer.got == []
+        outbox.wake()
+        await peer.read_until(1)
+        assert peer.got == [Heartbeat(4.0)]
