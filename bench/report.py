@@ -20,11 +20,14 @@ LABELS = {
     "fairpool-nojournal map": "fairpool map, journal off",
     "fairpool async": "fairpool, trio client",
     "fairpool-nojournal async": "fairpool, trio client, journal off",
+    "fairpool-fairshare": "fairpool, fair-share policy",
+    "fairpool-fairshare map": "fairpool map, fair-share policy",
+    "fairpool-fairshare async": "fairpool, trio client, fair-share",
     "dispy": "dispy SharedJobCluster",
     "dask": "Dask LocalCluster",
     "pool": "ProcessPoolExecutor(2)",
 }
-PEERS_COMPARED = ("fairpool-nojournal", "dispy", "dask")
+PEERS_COMPARED = ("fairpool-fairshare", "fairpool-nojournal", "dispy", "dask")
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -61,6 +64,11 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Any]:
         "async_p50_ms": pick("async_latency", "p50_ms"),
         "async_p99_ms": pick("async_latency", "p99_ms"),
         "scheduler_rss_mb": _median([f.get("scheduler_rss_mb") for f in ok]),
+        "sched_cpu_us_per_job": _median([
+            f["scheduler_cpu_s"] * 1e6 / _counted(f, "jobs")
+            for f in ok
+            if f.get("scheduler_cpu_s") is not None and _counted(f, "jobs")
+        ]),
         "rss_of": next((f["rss_of"] for f in ok if f.get("rss_of")), None),
         "job_errors": sum(_counted(f, "errors") for f in ok),
         "jobs_checked": sum(_counted(f, "jobs") for f in ok),

@@ -139,6 +139,15 @@ def measure_dispy(s: Settings, work: Path) -> Outcome:
         return _with_logs(outcome, work, ["dispyscheduler", "dispynode"])
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat), None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _read_address(path: Path) -> str | None:
     try:
         text = path.read_text().strip()
@@ -147,15 +156,21 @@ def _read_address(path: Path) -> str | None:
     return text if _ADDRESS.match(text) else None
 
 
-def measure_fairpool(s: Settings, work: Path, *, journal: bool = True) -> Outcome:
-    """fairpool as deployed: the journal on, every acknowledgement after an fsync (group commit)."""
+def measure_fairpool(
+    s: Settings, work: Path, *, journal: bool = True, policy: str = "fifo"
+) -> Outcome:
+    """fairpool as deployed: the journal on, every acknowledgement after an fsync (group commit).
+
+    ``policy``: the scheduler's policy (fifo, its default; fair-share prices the accounting).
+    """
     exe = Path(sys.executable).parent / "fairpool"
     if not exe.exists():
         return Outcome("failed", detail=f"no fairpool console script at {exe}")
-    state = work / ("fairpool" if journal else "fairpool-nojournal")
+    name = "fairpool" if journal else "fairpool-nojournal"
+    state = work / (name if policy == "fifo" else f"{name}-{policy}")
     state.mkdir(parents=True, exist_ok=True)
     config = state.parent / f"{state.name}.toml"
-    config.write_text(f"journal = {'true' if journal else 'false'}\n")
+    config.write_text(f"journal = {'true' if journal else 'false'}\npolicy = \"{policy}\"\n")
     address_file, secret_file = state / "scheduler.address", state / "secret"
     env = _env()
     with Processes(work) as procs:
@@ -189,10 +204,15 @@ def measure_fairpool(s: Settings, work: Path, *, journal: bool = True) -> Outcom
             sys.executable, str(PEERS / "fairpool_client.py"), *_common(s),
             "--scheduler", address, "--secret-file", str(secret_file),
         ]  # fmt: skip
+        cpu_before = cpu_seconds(sched.pid)
         outcome = run_helper(
             procs, "fairpool-client", argv, cwd=work, deadline_s=s.deadline_s, env=env
         )
         outcome.figures["scheduler_rss_mb"] = rss_mb(sched.pid)
+        # the scheduler's CPU over the client's run (warm-up, per-job, map, latency; not its start-up)
+        cpu_after = cpu_seconds(sched.pid)
+        if cpu_before is not None and cpu_after is not None:
+            outcome.figures["scheduler_cpu_s"] = cpu_after - cpu_before
         outcome.figures["rss_of"] = "fairpool scheduler process"
         if node.poll() is not None:
             outcome.detail += f" (node exited {node.returncode})"
@@ -202,6 +222,7 @@ def measure_fairpool(s: Settings, work: Path, *, journal: bool = True) -> Outcom
 MEASURE: dict[str, Callable[[Settings, Path], Outcome]] = {
     "fairpool": measure_fairpool,
     "fairpool-nojournal": lambda s, work: measure_fairpool(s, work, journal=False),
+    "fairpool-fairshare": lambda s, work: measure_fairpool(s, work, policy="fair-share"),
     "dispy": measure_dispy,
     "dask": measure_dask,
     "pool": measure_pool,

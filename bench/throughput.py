@@ -41,7 +41,7 @@ from harness import Outcome  # noqa: E402
 from peers_venv import PEER_REQUIREMENTS, ensure_peers_venv  # noqa: E402
 from systems import MEASURE, NEEDS_PEERS, Settings  # noqa: E402
 
-ORDER = ("fairpool", "fairpool-nojournal", "dispy", "dask", "pool")
+ORDER = ("fairpool", "fairpool-fairshare", "fairpool-nojournal", "dispy", "dask", "pool")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -217,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report.version_line(summaries))
     before, after = load_before[0], os.getloadavg()[0]
     print(f"1-min load average: {before:.2f} before, {after:.2f} after ({os.cpu_count()} CPUs)")
+    for name, s in summaries.items():
+        if s.get("sched_cpu_us_per_job") is not None:
+            print(f"scheduler CPU per job, {report.LABELS[name]}: {s['sched_cpu_us_per_job']:.1f} µs "
+                  "(median over repeats; warm-up, per-job, map and latency jobs)")
     for name, s in summaries.items():
         if s["rss_of"]:
             print(f"RSS of {report.LABELS[name]}: {s['rss_of']}")

@@ -24,7 +24,7 @@ unheard of); reentrant reruns are counted and reported. The harness is
     .venv/bin/python bench/torture.py --seed 7 --minutes 1 --kills-per-minute 12 --json /tmp/torture.json
 
 Exit status: 0 with no violation, 1 with any (or if the harness could not
-run), 2 on bad options.
+run), 2 on bad options, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -136,9 +136,10 @@ def describe(report: TortureReport) -> str:
         f"{t.abandoned} ABANDONED (non-reentrant, node lost), {t.taken_by_killed_client} taken by a killed client",
         f"  kills (SIGKILL)  scheduler {r.kills['scheduler']}, node {r.kills['node']}, client {r.kills['client']}"
         + (f" ({r.skipped_kills} skipped: no victim alive)" if r.skipped_kills else ""),
+        *(f"    ABANDONED: {count} x {reason!r}" for reason, count in sorted(t.abandon_reasons.items())),
         f"  recoveries       {t.recoveries} takeovers of a killed client's cluster (recover_jobs / reattach)",
         f"  runs             {t.runs} runs; {t.reruns} reruns of reentrant jobs; {t.unpromised_runs} runs of jobs "
-        "sent but never acknowledged; results delivered again after a client kill: " f"{t.redelivered}",
+        f"sent but never acknowledged; {t.redelivered} results delivered again after a client kill",
         f"  violations       {len(t.violations)}",
     ]
     lines += [f"    {v}" for v in t.violations[:SHOWN_VIOLATIONS]]
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, pytest.fail.Exception) as exc:
         print(f"torture: the harness failed: {exc}\n(logs in {root})", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # (every process it started is stopped on the way out)
+        print(f"torture: interrupted (logs in {root})", file=sys.stderr)
+        return 130
     print(describe(report))
     if args.json:
         data: dict[str, Any] = asdict(report)

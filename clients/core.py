@@ -5,7 +5,9 @@
 (``fairpool.clients.settings``), turns the cluster-level ``resources`` and
 ``priority`` into the default options of every job, and builds the
 cluster's pieces: the ``ClusterSession`` (with its ``StatusFeed``, callback
-thread and ``FileReceiver``) and the ``ClusterConnection``. It opens
+thread and ``FileReceiver``) and the ``ClusterConnection`` -- or, when
+``nodes=`` is a callable that ranks nodes, the ``RankingFeed`` and
+``RankingConnection`` that run it (``fairpool.clients.noderank``). It opens
 nothing: ``SharedJobCluster`` runs the connection on a ``LoopThread``,
 ``AsyncSharedJobCluster`` in the caller's trio loop.
 
@@ -16,9 +18,11 @@ the recover file when the working directory has one, and the session
 starting with the jobs that file lists (see ``fairpool.clients.reattach``).
 
 Submitting is shared too: ``_new_job`` and ``_new_jobs`` pickle arguments in
-the caller's thread and register the jobs in the session, which batches
-them; ``_wake`` asks the connection to send, once per burst. ``_cancel``
-backs both ``cluster.cancel(job)`` and ``job.cancel()``.
+the caller's thread (refusing, with their size, arguments over the
+scheduler's ``max_payload_size`` or what one message carries) and register
+the jobs in the session, which batches them; ``_wake`` asks the connection
+to send, once per burst. ``_cancel`` backs both ``cluster.cancel(job)`` and
+``job.cancel()``.
 """
 
 from __future__ import annotations
@@ -300,6 +304,11 @@ class ClusterCore:
         return MAX_JOB_PAYLOAD, "one message may carry"
 
     def _wake(self) -> None:
+        # A lone job (nothing else in flight: the round-trip case) is written to the socket from
+        # this thread, without waking the loop's thread; jobs of a burst wait for the loop's
+        # thread, which sends them together.
+        if self._session.outstanding == 1 and self._connection.send_from_caller():
+            return
         try:
             self._connection.request_flush()
         except trio.RunFinishedError:

@@ -37,8 +37,6 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-import cloudpickle
-
 from fairpool.clients.errors import JobAbandoned
 from fairpool.clients.files import FileReceiver
 from fairpool.clients.job import Job
@@ -60,6 +58,7 @@ from fairpool.messages import (
     Queued,
     Submit,
 )
+from fairpool.payload import loads as load_payload
 from fairpool.protocol import DEFAULT_MAX_FRAME
 
 logger = logging.getLogger("fairpool.clients")
@@ -287,7 +286,7 @@ class ClusterSession:
         if job is None or job.phase.is_final or job.done():
             return
         try:
-            value = cloudpickle.loads(provisional.payload)
+            value = load_payload(provisional.payload)  # (fairpool.payload: large buffers out of band)
         except Exception as exc:
             logger.warning("job %s: a provisional result could not be unpickled here: %r", job.uid, exc)
             return

@@ -10,7 +10,6 @@ deadline.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import trio
@@ -25,14 +24,16 @@ from fairpool.handshake import (
     TokenLookup,
 )
 from fairpool.messages import AnyMessage, Message, Refused
+from fairpool.outbox import Outbox
 from fairpool.protocol import (
     DEFAULT_MAX_FRAME,
     PREAUTH_MAX_FRAME,
     Connection,
     ProtocolError,
-    encode_frames,
 )
 from fairpool.tls import TlsFiles, wrap_client
+
+__all__ = ["ConnectionClosed", "MessageStream", "Outbox", "accept_handshake", "open_connection"]
 
 RECEIVE_SIZE = 256 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -84,93 +85,6 @@ class MessageStream:
         with trio.move_on_after(1) as scope:
             scope.shield = True
             await self.stream.aclose()
-
-
-class Outbox:
-    """Messages queued by any task, sent by one writer task in batches.
-
-    ``flush_now`` lets the task that queued messages send them itself, at once,
-    without waiting for the writer task to be scheduled: one loop iteration
-    less on every hop of a job's round trip. It never blocks: what the socket
-    does not take at once (and everything, while the writer is mid-send or on
-    a stream that is not a plain socket, e.g. TLS) is left to the writer.
-    """
-
-    def __init__(self) -> None:
-        self._items: list[Message] = []
-        self._wakeup = trio.Event()
-        self._closing = False
-        self._fd = -1  # the socket's descriptor, once the writer runs on a plain socket stream
-        self._backlog = b""  # bytes flush_now could not send: the writer sends them first
-        self._sending = False
-        self.sent_batches = 0
-
-    def close(self) -> None:
-        """Send what is queued, then stop the writer (e.g. an Error before hanging up)."""
-        self._closing = True
-        self._wakeup.set()
-
-    def put(self, message: Message) -> None:
-        self._items.append(message)
-        self._wakeup.set()
-
-    def put_quietly(self, message: Message) -> None:
-        """Queue without waking the writer: the caller promises a ``flush_now`` (or ``wake``) soon."""
-        self._items.append(message)
-
-    def extend(self, messages: list[Message]) -> None:
-        if messages:
-            self._items.extend(messages)
-            self._wakeup.set()
-
-    def wake(self) -> None:
-        if self._items:
-            self._wakeup.set()
-
-    def flush_now(self) -> None:
-        """Send what is queued from this task if the socket takes it now; else leave it to the writer."""
-        if not self._items:
-            return
-        if self._fd < 0 or self._sending or self._backlog or self._closing:
-            self._wakeup.set()
-            return
-        items, self._items = self._items, []
-        data = encode_frames(items)
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            sent = 0  # a broken connection: the writer's own send reports it
-        self.sent_batches += 1
-        if sent < len(data):
-            self._backlog = data[sent:]
-            self._wakeup.set()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    async def run_writer(self, stream: MessageStream) -> None:
-        """Send what is queued until closed, the stream breaks (ConnectionClosed) or we are cancelled."""
-        if isinstance(stream.stream, trio.SocketStream):
-            self._fd = stream.stream.socket.fileno()
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                items, self._items = self._items, []
-                if items or self._backlog:
-                    self.sent_batches += 1
-                    data, self._backlog = self._backlog + encode_frames(items), b""
-                    self._sending = True
-                    try:
-                        await stream.send_bytes(data)
-                    finally:
-                        self._sending = False
-                if self._closing and not self._items:
-                    return
-        finally:
-            self._fd = -1
 
 
 async def accept_handshake(

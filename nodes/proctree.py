@@ -140,11 +140,13 @@ class ProcessTree:
                 sent += 1
         return sent
 
-    def kill(self) -> None:
-        """SIGKILL every member, and what they forked before it reached them."""
+    def kill(self, roots: Iterable[int] = ()) -> None:
+        """SIGKILL every member, and what they forked before it reached them (orphans of the dying
+        members are reparented to their subreaper: pass it in ``roots`` while it lives)."""
+        roots = list(roots)
         for _ in range(KILL_ROUNDS):
             self.signal(signal.SIGKILL)
-            if not self.collect():
+            if not self.collect(roots):
                 return
 
 

@@ -69,8 +69,7 @@ def check_worker(worker: WorkerHandle, now: float) -> None:
             fields = job_fields(worker, target) if target is not None else {"job": worker.kill[0]}
             log.warning("a job's processes outlived SIGTERM, killing them", pid=worker.process.pid, **fields)
             signal_group(worker.pgid, signal.SIGKILL)
-            _collect(worker)
-            worker.tree.kill()
+            worker.tree.kill(_roots(worker))
         elif _collect(worker):
             worker.tree.signal(signal.SIGTERM)  # what the job forked since the SIGTERM
         return
@@ -97,9 +96,14 @@ def kill(worker: WorkerHandle, task: Task, reason: str, now: float) -> None:
     worker.tree.signal(signal.SIGTERM)
 
 
+def _roots(worker: WorkerHandle) -> list[int]:
+    """The worker's pid while it is still its own (unreaped): the root of its jobs' process tree."""
+    return [worker.process.pid] if worker.process.returncode is None else []
+
+
 def _collect(worker: WorkerHandle) -> int:
-    """Add the worker's descendants to its tree (while its pid is still its own); how many are new."""
-    return worker.tree.collect([worker.process.pid] if worker.process.returncode is None else [])
+    """Add the worker's descendants to its tree; how many are new."""
+    return worker.tree.collect(_roots(worker))
 
 
 def death_outcome(worker: WorkerHandle) -> tuple[list[tuple[Task, str]], list[Task]]:

@@ -111,6 +111,7 @@ class Worker:
         self.eof = False
         self.current: Task | None = None
         self.subreaper = False  # orphans of jobs are reparented to this process: reap them
+        self.orphans_exited = False  # a child exited since the last reaping (set by SIGCHLD)
 
     # --- the loop ------------------------------------------------------------
 
@@ -120,7 +121,8 @@ class Worker:
             while not self.eof:
                 if not self.fifo:
                     self.flush()
-                    if self.subreaper:
+                    if self.orphans_exited:  # (a SIGCHLD came: reading /proc every time would cost a job's worth)
+                        self.orphans_exited = False
                         reap_orphans()
                     self._receive(block=True)
                     continue
@@ -259,6 +261,11 @@ class Worker:
             cluster.release()
 
 
+def _child_exited(signum: int, frame: object) -> None:
+    if ACTIVE is not None:
+        ACTIVE.orphans_exited = True
+
+
 def _ignore_signal(signum: int, frame: object) -> None:
     pass
 
@@ -273,7 +280,7 @@ def _watch_lifeline(fd: int) -> None:
     try:
         tree = ProcessTree()  # what our jobs started in sessions of their own too (we are their subreaper)
         tree.collect([os.getpid()])
-        tree.kill()
+        tree.kill([os.getpid()])
         if os.getpgrp() == os.getpid():  # our own group (the node starts us in a session of our own)
             os.killpg(os.getpgrp(), signal.SIGKILL)
     finally:
@@ -306,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     # absolute now: jobs run in cluster dirs, where a relative base would mean something else
     ACTIVE = Worker(sock, options.workdir_base.absolute(), counter)
     ACTIVE.subreaper = become_subreaper()
+    if ACTIVE.subreaper:
+        signal.signal(signal.SIGCHLD, _child_exited)
     try:
         return ACTIVE.run()
     finally:

@@ -228,6 +228,7 @@ class PolicyBase:
         if not self._finishes:
             return
         finishes, self._finishes = sorted(self._finishes), []
+        touched: dict[str, None] = {}  # tenants whose keys may have dropped, in first-finish order
         for now, _, uid, runtime in finishes:
             run = self._running.pop(uid, None)
             if run is None:
@@ -245,7 +246,11 @@ class PolicyBase:
             took = max(took, 0.0)
             self.estimates.observe(run.tenant, took)
             self._on_finished(run, now, took)
-            self._repush(run.tenant)
+            touched[run.tenant] = None
+        # One fresh heap entry per tenant, with its key after all of these completions: a push per
+        # completion made a burst of N results cost N heap pushes (and key computations) per tenant.
+        for tenant in touched:
+            self._repush(tenant)
 
     # --- decisions ----------------------------------------------------------
 

@@ -133,7 +133,9 @@ class RPolicy(Record, frozen=True):
 # --- the stored shapes: payloads in the payload store ---------------------------------------
 
 
-class PayloadRef(msgspec.Struct, frozen=True, array_like=True):
+# gc=False: they hold no containers, so no cycles; replay makes one per job, and a collector
+# walking hundreds of thousands of them finds nothing to free.
+class PayloadRef(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Where a payload lies in the store: its segment's number, its frame's offset, its length and crc32."""
 
     segment: int
@@ -145,7 +147,7 @@ class PayloadRef(msgspec.Struct, frozen=True, array_like=True):
         return f"{self.segment}:{self.offset}+{self.length}"
 
 
-class StoredJob(msgspec.Struct, frozen=True, array_like=True):
+class StoredJob(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A queued job as written: its arguments inline (small) or in the store."""
 
     uid: str
@@ -153,7 +155,7 @@ class StoredJob(msgspec.Struct, frozen=True, array_like=True):
     options: JobOptions | None = None
 
 
-class StoredResult(msgspec.Struct, frozen=True, array_like=True):
+class StoredResult(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A result whose whole body is in the store; what replay needs of it stays here."""
 
     uid: str
@@ -258,6 +260,21 @@ def to_stored(record: JournalRecord, place: Place) -> JournalRecord:
                 [StoredResult(r.uid, r.status, place("result", r.uid, r), r.node, r.started_at, r.finished_at)
                  for r in results if result_bytes(r) > INLINE_MAX])
     return record
+
+
+def stored_payloads(record: JournalRecord) -> Iterator[tuple[str, str, bytes | JobResult]]:
+    """The (kind, key, source) of each payload ``to_stored`` gives to the store."""
+    match record:
+        case RClusterOpened(cluster_id=cluster_id, spec=spec) if len(spec) > INLINE_MAX:
+            yield "cluster", cluster_id, spec
+        case RJobsQueued(jobs=jobs):
+            for job in jobs:
+                if len(job.payload) > INLINE_MAX:
+                    yield "job", job.uid, job.payload
+        case RResults(results=results):
+            for result in results:
+                if result_bytes(result) > INLINE_MAX:
+                    yield "result", result.uid, result
 
 
 def payload_refs(record: JournalRecord) -> Iterator[PayloadRef]:

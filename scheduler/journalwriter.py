@@ -37,8 +37,13 @@ import structlog
 import trio
 
 from fairpool.messages import JobsUpdate, Message, Queued
-from fairpool.scheduler.journal import JournalFile
-from fairpool.scheduler.journalrecords import JournalRecord, dead_payloads, to_stored
+from fairpool.scheduler.journal import JournalFile, collector_paused
+from fairpool.scheduler.journalrecords import (
+    JournalRecord,
+    dead_payloads,
+    stored_payloads,
+    to_stored,
+)
 from fairpool.scheduler.payloadstore import PayloadStore
 
 log = structlog.get_logger("fairpool.scheduler.journal")
@@ -205,7 +210,7 @@ class JournalWriter:
         dead segments written again first); once it is durable, segments it does not refer to go.
         """
         self._batches.append(self._take())
-        with self._lock:
+        with self._lock, collector_paused():
             self._commit_taken()
             before = self.journal.size
             store = self.store
@@ -213,10 +218,11 @@ class JournalWriter:
                 self.journal.replace_with(self._snapshot())
             else:
                 store_before = store.size
-                store.begin_compaction()
+                records = self._snapshot()
+                store.begin_compaction(p for record in records for p in stored_payloads(record))
                 durable = False
                 try:
-                    records = [to_stored(record, store.place) for record in self._snapshot()]
+                    records = [to_stored(record, store.place) for record in records]
                     store.sync()  # copies moved out of emptied segments, before the snapshot names them
                     self.journal.replace_with(records)
                     durable = True

@@ -21,6 +21,7 @@ from typing import cast
 from fairpool.jobstatus import JobStatus
 from fairpool.messages import JobOptions, JobResult, JobSubmit
 from fairpool.policies.registry import make_policy
+from fairpool.scheduler.journal import collector_paused
 from fairpool.scheduler.journalrecords import (
     JournalRecord,
     PayloadRef,
@@ -51,38 +52,33 @@ from fairpool.tokens import TokenKeys
 def replay(state: SchedulerState, records: list[JournalRecord], now: float,
            store: PayloadStore | None = None) -> None:
     """Apply ``records``; those in the stored shape need the ``store`` their payloads are in."""
-    for record in records:
-        apply(state, record, now)
-    # Every node that held jobs gets one heartbeat timeout from now to come back for them.
-    state.orphans.set_deadlines(now + state.heartbeat_timeout)
-    load_payloads(state, store)
+    with collector_paused():
+        for record in records:
+            apply(state, record, now)
+        # Every node that held jobs gets one heartbeat timeout from now to come back for them.
+        state.orphans.set_deadlines(now + state.heartbeat_timeout)
+        load_payloads(state, store)
 
 
 def load_payloads(state: SchedulerState, store: PayloadStore | None) -> None:
     """Read the payloads that replay left as references and are still alive (PayloadCorrupt if one does not)."""
-    loaded = False
-    for cluster in state.clusters.values():
-        spec: bytes | PayloadRef = cluster.spec
-        if isinstance(spec, PayloadRef):
-            cluster.spec = _store(store).load("cluster", cluster.cluster_id, spec)
-            loaded = True
-    for job in state.jobs.values():
-        payload: bytes | PayloadRef = job.payload
-        if isinstance(payload, PayloadRef):
-            job.payload = _store(store).load("job", job.uid, payload)
-            loaded = True
-        result: object = job.result
-        if isinstance(result, StoredResult):
-            job.result = _store(store).load_result(job.uid, result.ref)
-            loaded = True
-    if loaded:
-        _store(store).release_maps()
-
-
-def _store(store: PayloadStore | None) -> PayloadStore:
+    # Parallel lists, not a tuple per payload: replay's objects are many, the collector's walks long.
+    clusters = [c for c in state.clusters.values() if isinstance(cast(object, c.spec), PayloadRef)]
+    jobs = [j for j in state.jobs.values() if isinstance(cast(object, j.payload), PayloadRef)]
+    results = [j for j in state.jobs.values() if isinstance(j.result, StoredResult)]
+    if not (clusters or jobs or results):
+        return
     if store is None:
         raise ValueError("these journal records refer to a payload store: replay needs it")
-    return store
+    specs = store.load_many("cluster", [c.cluster_id for c in clusters], [cast(PayloadRef, c.spec) for c in clusters])
+    for cluster, spec in zip(clusters, specs, strict=True):
+        cluster.spec = spec
+    payloads = store.load_many("job", [j.uid for j in jobs], [cast(PayloadRef, j.payload) for j in jobs])
+    for job, payload in zip(jobs, payloads, strict=True):
+        job.payload = payload
+    for job in results:
+        job.result = store.load_result(job.uid, cast(StoredResult, job.result).ref)
+    store.release_maps()
 
 
 def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:

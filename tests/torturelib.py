@@ -162,8 +162,11 @@ class RoundResult:
 
 def run_round(pool: Pool, chaos: Chaos, rng: random.Random, *, root: Path, number: int, clients: int,
               jobs: int, timeout: float, pause: tuple[float, float] = (0.0, 0.03),
-              recover_mode: str | None = None) -> RoundResult:
-    """One round: ``clients`` slots of ``jobs`` jobs each, killed as ``chaos`` says; then judged."""
+              recover_mode: str | None = None, reentrant: str = "mixed") -> RoundResult:
+    """One round: ``clients`` slots of ``jobs`` jobs each, killed as ``chaos`` says; then judged.
+
+    ``reentrant``: "all", "none", or "mixed" (every other slot, the other way round each round).
+    """
     began = time.monotonic()
     modes = [recover_mode] if recover_mode else list(rng.sample(RECOVER_MODES, 2))
     kills: Counter[str] = Counter()
@@ -171,7 +174,8 @@ def run_round(pool: Pool, chaos: Chaos, rng: random.Random, *, root: Path, numbe
     for k in range(clients):
         home = root / f"round{number:03d}" / f"c{k}"
         home.mkdir(parents=True)
-        slot = Slot(home, tag=f"r{number}c{k}", tenant=f"tenant{k}", reentrant=(k + number) % 2 == 0)
+        rerun = reentrant == "all" or (reentrant == "mixed" and (k + number) % 2 == 0)
+        slot = Slot(home, tag=f"r{number}c{k}", tenant=f"tenant{k}", reentrant=rerun)
         slot.start("client", [
             "--scheduler", pool.scheduler.address, "--secret-file", str(pool.scheduler.secret_file),
             "--tenant", slot.tenant, "--tag", slot.tag, "--jobs", str(jobs), "--seed", str(rng.randrange(1 << 30)),

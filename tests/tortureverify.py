@@ -23,6 +23,7 @@ says, job by job:
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,12 +51,16 @@ class SlotVerdict:
     reruns: int = 0  # extra runs of reentrant jobs (their node was lost)
     unpromised_runs: int = 0  # runs of jobs no record promised (sent, then the client died)
     recoveries: int = 0  # recoverer processes that ran to the end
+    abandon_reasons: dict[str, int] = field(default_factory=dict)  # ABANDONED jobs by reason (node named N)
     violations: list[str] = field(default_factory=list)
 
     def add(self, other: SlotVerdict) -> None:
         for name, value in vars(other).items():
             if name == "violations":
                 self.violations.extend(value)
+            elif name == "abandon_reasons":
+                for reason, count in value.items():
+                    self.abandon_reasons[reason] = self.abandon_reasons.get(reason, 0) + count
             else:
                 setattr(self, name, getattr(self, name) + value)
 
@@ -150,6 +155,8 @@ def check_slot(home: Path, *, tag: str, reentrant: bool, killed: bool) -> SlotVe
                 fault(f"{tag}: job {n} finished but its ledger shows no run")
         elif status == "ABANDONED" and not reentrant and MISSING not in reason:
             verdict.abandoned += 1  # its node was lost: it may have run unheard of, or not at all
+            why = re.sub(r"\d+(\.\d+)?", "#", re.sub(r"^node \S+ ", "node N ", reason))
+            verdict.abandon_reasons[why] = verdict.abandon_reasons.get(why, 0) + 1
         else:
             fault(f"{tag}: job {n} ({'reentrant' if reentrant else 'non-reentrant'}) ended {status}: {reason}")
         if not reentrant and ran > 1:

@@ -100,3 +100,21 @@ def test_a_result_over_the_limit_fails_its_job_and_the_node_stays_connected(sche
         after = cluster.submit(1024)
         assert len(after.result(timeout=60).data) == 1024 and after.node == "n1"
     assert "node disconnected" not in node.log() and "scheduler connection lost" not in node.log()
+
+
+def provisional_then_done(size):
+    import fairpool
+
+    fairpool.provisional_result(blob(size))
+    return "done"
+
+
+@pytest.mark.scheduler_config(max_payload_size=64 * 1024 * 1024)
+def test_a_large_provisional_result_arrives_out_of_band_too(scheduler, start_node, cluster_kwargs):
+    start_node(cpus=1, name="n1")
+    size = 2 * 1024 * 1024
+    with SharedJobCluster(provisional_then_done, **cluster_kwargs) as cluster:
+        job = cluster.submit(size)
+        assert job.result(timeout=60) == "done"
+    assert isinstance(job.provisional, Blob) and isinstance(job.provisional.data, memoryview)
+    assert job.provisional.data == blob(size).data

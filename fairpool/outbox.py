@@ -1,0 +1,144 @@
+"""Outbox: every message one connection sends, queued by any task and written in batches.
+
+One writer task (``run_writer``) sends whatever accumulated in one
+``send_all``: batching at every hop. Two shortcuts take the writer task off a
+job's round trip when the connection is idle:
+
+* ``flush_now``: the trio task that queued messages writes them itself, at
+  once (one loop iteration less per hop);
+* ``send_from_thread``: a thread that is not the loop's (a synchronous
+  client's caller) writes its messages straight to the socket, instead of
+  waking the loop's thread to do it (a thread wake-up costs more than the
+  write).
+
+Neither ever blocks or reorders: they write only when nothing is queued or
+being written, on a plain socket (not TLS), and whatever the socket does not
+take at once becomes a backlog the writer task sends first. ``_lock`` is held
+only around non-blocking writes and bookkeeping, never across an await.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from fairpool.messages import Message
+from fairpool.protocol import encode_frames
+
+if TYPE_CHECKING:
+    from fairpool.wire import MessageStream
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self._items: list[Message] = []
+        self._wakeup = trio.Event()
+        self._closing = False
+        self._fd = -1  # the socket's descriptor while the writer runs on a plain socket stream
+        self._backlog = b""  # bytes a shortcut could not send: the writer sends them first
+        self._sending = False
+        self._lock = threading.Lock()
+        self.sent_batches = 0
+
+    def close(self) -> None:
+        """Send what is queued, then stop the writer (e.g. an Error before hanging up)."""
+        self._closing = True
+        self._wakeup.set()
+
+    def put(self, message: Message) -> None:
+        self._items.append(message)
+        self._wakeup.set()
+
+    def put_quietly(self, message: Message) -> None:
+        """Queue without waking the writer: the caller promises a ``flush_now`` (or ``wake``) soon."""
+        self._items.append(message)
+
+    def extend(self, messages: list[Message]) -> None:
+        if messages:
+            self._items.extend(messages)
+            self._wakeup.set()
+
+    def wake(self) -> None:
+        if self._items:
+            self._wakeup.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def flush_now(self) -> None:
+        """Send what is queued from this task if the socket takes it now; else leave it to the writer."""
+        if not self._items:
+            return
+        with self._lock:
+            if self._fd < 0 or self._sending or self._backlog or self._closing:
+                self._wakeup.set()
+                return
+            items, self._items = self._items, []
+            if self._write(encode_frames(items)):
+                self._wakeup.set()
+
+    def send_from_thread(self, take: Callable[[], list[Message]], wake: Callable[[Callable[[], None]], None]) -> bool:
+        """From a thread other than the loop's: write what ``take()`` returns straight to the socket.
+
+        Only when the connection is idle; False means nothing was taken (the
+        caller asks the loop to send instead). ``wake(fn)`` must run ``fn`` on
+        the loop's thread (``TrioToken.run_sync_soon``): used when the socket
+        took only part, for the writer to send the rest.
+        """
+        with self._lock:
+            if self._fd < 0 or self._sending or self._backlog or self._closing or self._items:
+                return False
+            messages = take()
+            if messages and self._write(encode_frames(messages)):
+                wake(self._wake_writer)
+            return True
+
+    def _wake_writer(self) -> None:
+        self._wakeup.set()
+
+    def _write(self, data: bytes) -> bool:
+        """Write without blocking (the lock held); True if a backlog is left for the writer."""
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # a broken connection: the writer's own send reports it
+        self.sent_batches += 1
+        if sent < len(data):
+            self._backlog = data[sent:]
+            return True
+        return False
+
+    async def run_writer(self, stream: MessageStream) -> None:
+        """Send what is queued until closed, the stream breaks (ConnectionClosed) or we are cancelled."""
+        if isinstance(stream.stream, trio.SocketStream):
+            with self._lock:
+                self._fd = stream.stream.socket.fileno()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                with self._lock:
+                    items, self._items = self._items, []
+                    data = b""
+                    if items or self._backlog:
+                        data, self._backlog = self._backlog + encode_frames(items), b""
+                        self._sending = True
+                if data:
+                    self.sent_batches += 1
+                    try:
+                        await stream.send_bytes(data)
+                    finally:
+                        self._sending = False
+                if self._closing and not self._items:
+                    return
+        finally:
+            with self._lock:
+                # Before the stream is closed (and its descriptor number reused): no thread may
+                # write to it from now on.
+                self._fd = -1

@@ -1,0 +1,427 @@
+"""The payload store: segments, references, torn tails, corruption, the group commit's order, purging.
+
+Store-level tests use ``PayloadStore`` alone; the writer's use real files
+with the fsyncs recorded; purging drives a ``SchedulerState`` through a
+``History`` (payloadhistory.py) and compacts it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from payloadhistory import History, big, disk_use, reopen, view
+
+from fairpool.messages import JobResult, JobSubmit, Queued
+from fairpool.scheduler.journal import HEADER, JOURNAL_NAME, JournalFile, read_journal
+from fairpool.scheduler.journalinspect import inspect_journal, render
+from fairpool.scheduler.journalrecords import (
+    INLINE_MAX,
+    PayloadRef,
+    RClusterOpened,
+    RClusterOpenedRef,
+    RJobsQueued,
+    RJobsQueuedRef,
+    RResults,
+    RResultsRef,
+    payload_refs,
+)
+from fairpool.scheduler.journalwriter import JournalWriter
+from fairpool.scheduler.payloadstore import (
+    PAYLOADS_DIR,
+    PayloadCorrupt,
+    PayloadStore,
+    segment_files,
+)
+
+
+def opened(tmp_path: Path, **kwargs: int) -> PayloadStore:
+    store = PayloadStore(tmp_path / PAYLOADS_DIR, **kwargs)  # type: ignore[arg-type]
+    store.open(())
+    return store
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The file name of every fsync, in order."""
+    names: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        names.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    yield names
+
+
+# --- put, sync, read -----------------------------------------------------------------------
+
+
+def test_payloads_read_back_from_their_references_after_sync(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    payloads = [big(f"p{i}", 40 + i) for i in range(5)]
+    refs = [store.put("job", f"c1.{i}", p, p) for i, p in enumerate(payloads)]
+    store.sync()
+    assert [store.read(ref) for ref in refs] == payloads
+    assert [ref.offset for ref in refs] == [sum(HEADER.size + len(p) for p in payloads[:i]) for i in range(5)]
+    assert store.size == (tmp_path / PAYLOADS_DIR / "seg-000001.dat").stat().st_size
+
+
+def test_a_segment_file_is_frames_like_the_journal(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    ref = store.put("job", "c1.0", b"x" * 50, b"")
+    store.sync()
+    data = (tmp_path / PAYLOADS_DIR / "seg-000001.dat").read_bytes()
+    assert HEADER.unpack_from(data, 0) == (50, ref.crc) and data[HEADER.size:] == b"x" * 50
+
+
+def test_a_new_segment_begins_past_segment_bytes(tmp_path: Path) -> None:
+    store = opened(tmp_path, segment_bytes=200)
+    refs = [store.put("job", f"c1.{i}", big(str(i), 80), b"") for i in range(5)]
+    store.sync()
+    assert [r.segment for r in refs] == [1, 1, 2, 2, 3]
+    assert sorted(segment_files(tmp_path / PAYLOADS_DIR)) == [1, 2, 3]
+    assert [store.read(r) for r in refs] == [big(str(i), 80) for i in range(5)]
+
+
+def test_segment_files_are_private_to_their_owner(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    store.put("job", "c1.0", b"x" * 40, b"")
+    store.sync()
+    assert os.stat(tmp_path / PAYLOADS_DIR / "seg-000001.dat").st_mode & 0o077 == 0
+    assert os.stat(tmp_path / PAYLOADS_DIR).st_mode & 0o077 == 0
+
+
+def test_sync_fsyncs_each_segment_written_once_and_the_directory_for_a_new_one(tmp_path: Path,
+                                                                             fsyncs: list[str]) -> None:
+    store = opened(tmp_path, segment_bytes=200)
+    fsyncs.clear()
+    for i in range(4):
+        store.put("job", f"c1.{i}", big(str(i), 80), b"")
+    store.sync()
+    assert fsyncs == ["seg-000001.dat", "seg-000002.dat", PAYLOADS_DIR]
+    fsyncs.clear()
+    store.sync()  # nothing put since: nothing to sync
+    store.put("job", "c1.9", b"y" * 10, b"")  # fits in the second
+    store.sync()
+    assert fsyncs == ["seg-000002.dat"]
+
+
+def test_place_returns_the_reference_already_held_for_the_same_payload(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    payload = big("a", 64)
+    ref = store.place("job", "c1.0", payload)
+    assert store.place("job", "c1.0", payload) == ref
+    assert store.place("job", "c1.0", bytes(payload)) == ref  # an equal copy: same crc and length
+    assert store.place("job", "c1.0", big("b", 64)) != ref  # the uid was reused for other arguments
+    assert store.size == 2 * (HEADER.size + 64)
+
+
+# --- opening after a crash ------------------------------------------------------------------
+
+
+def test_open_cuts_what_no_durable_record_refers_to_and_appends_after_it(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    refs = [store.put("job", f"c1.{i}", big(str(i), 60), b"") for i in range(3)]
+    store.sync()
+    store.close()
+    segment = tmp_path / PAYLOADS_DIR / "seg-000001.dat"
+    with open(segment, "ab") as f:
+        f.write(b"\x00\x00\x01torn")  # a frame cut short by the crash
+    again = PayloadStore(tmp_path / PAYLOADS_DIR)
+    again.open(refs[:2])  # the log's last record (naming the third payload) was torn
+    end = refs[1].offset + HEADER.size + 60
+    assert segment.stat().st_size == end
+    new = again.put("job", "c1.9", big("9", 50), b"")
+    again.sync()
+    assert new.offset == end
+    assert [again.read(r) for r in (*refs[:2], new)] == [big("0", 60), big("1", 60), big("9", 50)]
+
+
+def test_open_deletes_segments_nothing_refers_to(tmp_path: Path) -> None:
+    store = opened(tmp_path, segment_bytes=100)
+    refs = [store.put("job", f"c1.{i}", big(str(i), 80), b"") for i in range(3)]
+    store.sync()
+    store.close()
+    again = PayloadStore(tmp_path / PAYLOADS_DIR, segment_bytes=100)
+    again.open([refs[1]])
+    assert sorted(segment_files(tmp_path / PAYLOADS_DIR)) == [2]
+    assert again.read(refs[1]) == big("1", 80)
+    assert again.put("job", "c1.9", b"z" * 40, b"").segment == 4  # numbers are not reused
+
+
+def test_open_goes_on_in_the_last_segment(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    ref = store.put("job", "c1.0", b"a" * 40, b"")
+    store.sync()
+    store.close()
+    again = PayloadStore(tmp_path / PAYLOADS_DIR)
+    again.open([ref])
+    new = again.put("job", "c1.1", b"b" * 40, b"")
+    assert (new.segment, new.offset) == (1, HEADER.size + 40)
+
+
+def test_open_begins_a_new_segment_after_a_full_one(tmp_path: Path) -> None:
+    store = opened(tmp_path, segment_bytes=60)
+    ref = store.put("job", "c1.0", b"a" * 60, b"")
+    store.sync()
+    store.close()
+    again = PayloadStore(tmp_path / PAYLOADS_DIR, segment_bytes=60)
+    again.open([ref])
+    assert again.put("job", "c1.1", b"b" * 40, b"").segment == 2
+
+
+# --- corruption --------------------------------------------------------------------------------
+
+
+def damaged(tmp_path: Path, at: int) -> tuple[PayloadStore, list[PayloadRef], Path]:
+    store = opened(tmp_path)
+    refs = [store.put("job", f"c1.{i}", big(str(i), 60), b"") for i in range(3)]
+    store.sync()
+    store.close()
+    segment = tmp_path / PAYLOADS_DIR / "seg-000001.dat"
+    data = bytearray(segment.read_bytes())
+    data[at] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    again = PayloadStore(tmp_path / PAYLOADS_DIR)
+    again.open(refs)
+    return again, refs, segment
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_a_damaged_payload_is_payload_corrupt_naming_its_file_and_offset(tmp_path: Path, where: str) -> None:
+    start = HEADER.size + 60  # the second frame
+    store, refs, segment = damaged(tmp_path, start + (1 if where == "header" else HEADER.size + 10))
+    assert store.read(refs[0]) == big("0", 60)  # the others are fine
+    with pytest.raises(PayloadCorrupt) as caught:
+        store.read(refs[1])
+    assert (caught.value.path, caught.value.offset) == (segment, start)
+    assert f"payload store {segment} is corrupt at offset {start}" in str(caught.value)
+    assert f"--state-dir {tmp_path}" in str(caught.value)
+
+
+def test_a_missing_segment_is_payload_corrupt(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    with pytest.raises(PayloadCorrupt, match="segment file is missing"):
+        store.read(PayloadRef(7, 0, 10, 0))
+
+
+def test_a_segment_shorter_than_a_reference_is_payload_corrupt(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    ref = store.put("job", "c1.0", b"a" * 40, b"")
+    store.sync()
+    with pytest.raises(PayloadCorrupt, match="runs past the end of the file"):
+        store.read(PayloadRef(1, ref.offset, 400, ref.crc))
+
+
+# --- the group commit -----------------------------------------------------------------------------
+
+
+def writer_on(tmp_path: Path, store: PayloadStore, sent: list[tuple[object, list[str]]] | None = None,
+              fsyncs: list[str] | None = None) -> JournalWriter:
+    def deliver(_conn: int, message: object) -> None:
+        if sent is not None:
+            sent.append((message, list(fsyncs or [])))
+
+    return JournalWriter(JournalFile(tmp_path / JOURNAL_NAME, fsync=store.fsync), deliver, compact_bytes=1 << 62,
+                         snapshot=list, store=store)
+
+
+async def test_a_group_commit_fsyncs_the_segment_then_the_log_once_each_before_acknowledging(
+        tmp_path: Path, fsyncs: list[str]) -> None:
+    sent: list[tuple[object, list[str]]] = []
+    store = opened(tmp_path)
+    writer = writer_on(tmp_path, store, sent, fsyncs)
+    fsyncs.clear()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run_commits)
+        for n in range(50):  # one batch of the state task: many submits
+            writer.append(RJobsQueued("c1", [JobSubmit(f"c1.{n}", big(str(n), 100))], [n + 1], 1.0))
+            writer.send(1, Queued("c1", [f"c1.{n}"], 1.0), durable=True)
+        writer.end_of_batch()
+        with trio.fail_after(10):
+            while len(sent) < 50:  # noqa: ASYNC110 - the deliver callback has no event to wait on
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    # One commit: the payloads (and the new segment's name) first, then the log, each once.
+    in_order = ["seg-000001.dat", PAYLOADS_DIR, JOURNAL_NAME]
+    assert fsyncs == in_order
+    assert all(synced == in_order for _message, synced in sent)
+    records = read_journal(tmp_path / JOURNAL_NAME).records
+    assert [type(r) for r in records] == [RJobsQueuedRef] * 50
+    assert [store.read(ref) for r in records for ref in payload_refs(r)] == [big(str(n), 100) for n in range(50)]
+
+
+def test_a_commit_of_records_without_payloads_fsyncs_only_the_log(tmp_path: Path, fsyncs: list[str]) -> None:
+    writer = writer_on(tmp_path, opened(tmp_path))
+    fsyncs.clear()
+    writer.append(RJobsQueued("c1", [JobSubmit("c1.0", b"small")], [1], 1.0))
+    writer.flush()
+    assert fsyncs == [JOURNAL_NAME]
+
+
+def test_payloads_up_to_inline_max_stay_in_their_record(tmp_path: Path) -> None:
+    store = opened(tmp_path, fsync=False)
+    writer = writer_on(tmp_path, store)
+    small = [RClusterOpened("c1", "alice", "t", b"s" * INLINE_MAX, False, 0, 1.0),
+             RJobsQueued("c1", [JobSubmit("c1.0", b"a" * INLINE_MAX)], [1], 1.0),
+             RResults([JobResult("c1.0", "FINISHED", b"r" * 10, stdout="x" * 10)])]
+    for record in small:
+        writer.append(record)
+    writer.flush()
+    assert read_journal(tmp_path / JOURNAL_NAME).records == small  # the shapes journals always had
+    assert (store.size, segment_files(tmp_path / PAYLOADS_DIR)) == (0, {})
+
+
+def test_a_record_with_big_payloads_keeps_its_small_ones_inline(tmp_path: Path) -> None:
+    store = opened(tmp_path, fsync=False)
+    writer = writer_on(tmp_path, store)
+    small_result = JobResult("c1.0", "FINISHED", b"r")
+    big_result = JobResult("c1.1", "FAILED", b"", traceback="Traceback " * 20, node="n1", finished_at=5.0)
+    logical = [RClusterOpened("c1", "alice", "t", big("spec", 300), False, 0, 1.0),
+               RJobsQueued("c1", [JobSubmit("c1.0", b"a" * 10), JobSubmit("c1.1", big("b", 100))], [1, 2], 1.0),
+               RResults([small_result, big_result])]
+    for record in logical:
+        writer.append(record)
+    writer.flush()
+    opened_, queued, results = read_journal(tmp_path / JOURNAL_NAME).records
+    assert isinstance(opened_, RClusterOpenedRef) and store.read(opened_.spec) == big("spec", 300)
+    assert isinstance(queued, RJobsQueuedRef) and queued.jobs[0].payload == b"a" * 10
+    assert isinstance(queued.jobs[1].payload, PayloadRef) and store.read(queued.jobs[1].payload) == big("b", 100)
+    assert isinstance(results, RResultsRef) and results.results == [small_result]
+    assert [(s.uid, s.status, s.node, s.finished_at) for s in results.stored] == [("c1.1", "FAILED", "n1", 5.0)]
+
+
+def test_compaction_refers_to_the_payloads_already_stored_and_writes_none_again(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    conn = history.open_cluster("c1")
+    history.submit(conn, "c1", [100] * 10)
+    history.commit()
+    stored = sorted(str(ref) for r in read_journal(tmp_path / JOURNAL_NAME).records for ref in payload_refs(r))
+    segments = history.store.segments()
+    history.writer.compact()
+    assert history.store.segments() == segments
+    assert sorted(str(ref) for r in read_journal(tmp_path / JOURNAL_NAME).records for ref in payload_refs(r)) == stored
+
+
+# --- purging ------------------------------------------------------------------------------------------
+
+
+def test_acknowledged_payloads_are_deleted_with_their_segments_at_compaction(tmp_path: Path) -> None:
+    history = History(tmp_path, segment_bytes=4096)
+    conn = history.open_cluster("c1", spec_size=200)
+    node = history.node("n1", cpus=4)
+    ran: list[str] = []
+    for batch in range(10):
+        history.submit(conn, "c1", [500] * 8, first=8 * batch)
+        ran += history.run_all(node, "n1", size=500)
+        history.commit()
+    history.ack(conn, ran)
+    history.commit()
+    used, segments = disk_use(tmp_path), len(segment_files(tmp_path / PAYLOADS_DIR))
+    assert segments > 10
+    history.writer.compact()
+    # What lives is the cluster's spec: copied out of the first segment into a new one, all others gone.
+    assert list(segment_files(tmp_path / PAYLOADS_DIR).values()) == [tmp_path / PAYLOADS_DIR / f"seg-{segments + 1:06d}.dat"]
+    assert history.store.size == HEADER.size + 200
+    assert disk_use(tmp_path) < used / 20
+    state, _store = reopen(tmp_path)
+    assert view(state) == view(history.state)
+
+
+def test_live_payloads_of_a_mostly_dead_segment_move_and_the_segment_goes(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    conn = history.open_cluster("c1", spec_size=40)
+    uids = history.submit(conn, "c1", [100] * 20)
+    history.cancel(conn, uids[:19])
+    history.ack(conn, uids[:19])
+    history.commit()
+    history.writer.compact()
+    assert sorted(segment_files(tmp_path / PAYLOADS_DIR)) == [2]
+    state, _store = reopen(tmp_path)
+    assert view(state) == view(history.state)
+    assert state.jobs[uids[19]].payload == big("args:" + uids[19], 100)
+
+
+def test_a_mostly_live_segment_is_kept_as_it_is(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    conn = history.open_cluster("c1", spec_size=40)
+    uids = history.submit(conn, "c1", [100] * 20)
+    history.cancel(conn, uids[:5])
+    history.ack(conn, uids[:5])
+    history.commit()
+    size = history.store.size
+    history.writer.compact()
+    assert (sorted(segment_files(tmp_path / PAYLOADS_DIR)), history.store.size) == ([1], size)
+
+
+def test_a_closed_clusters_spec_is_purged_once_the_cluster_is_forgotten(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    conn = history.open_cluster("c1", spec_size=500)
+    uids = history.submit(conn, "c1", [100] * 2)
+    history.cancel(conn, uids)
+    history.ack(conn, uids)
+    history.close(conn, "c1")
+    history.commit()
+    assert "c1" not in history.state.clusters
+    history.writer.compact()
+    assert (segment_files(tmp_path / PAYLOADS_DIR), history.store.size) == ({}, 0)
+
+
+def test_results_purged_after_the_retention_time_leave_the_store(tmp_path: Path) -> None:
+    history = History(tmp_path, result_retention=60.0)
+    conn = history.open_cluster("c1", spec_size=40)
+    node = history.node("n1", cpus=2)
+    history.submit(conn, "c1", [100] * 4)
+    history.run_all(node, "n1", size=1000)
+    history.disconnect(conn)  # nobody comes for the results
+    history.commit()
+    assert history.store.live_bytes() > 4 * 1000
+    history.tick(120.0)
+    history.commit()
+    assert history.state.jobs == {}
+    history.writer.compact()
+    assert history.store.size == 0
+
+
+# --- inspect ----------------------------------------------------------------------------------------------
+
+
+def test_inspect_shows_payload_references_and_the_stores_size(tmp_path: Path) -> None:
+    history = History(tmp_path, segment_bytes=1000)
+    conn = history.open_cluster("c1", spec_size=200)
+    history.submit(conn, "c1", [300] * 4)
+    history.commit()
+    history.close_files()
+    inspection = inspect_journal(tmp_path / JOURNAL_NAME)
+    doc = inspection.to_dict()
+    files = segment_files(tmp_path / PAYLOADS_DIR)
+    assert doc["payloads"]["bytes"] == sum(p.stat().st_size for p in files.values())
+    assert doc["payloads"]["segments"] == {p.name: p.stat().st_size for p in files.values()}
+    assert (doc["payloads"]["refs"], doc["payloads"]["bad"]) == (5, [])
+    assert [r["refs"] for r in doc["records"]] == [["1:0+200"], ["1:208+300", "1:516+300", "2:0+300", "2:308+300"]]
+    text = render(inspection)
+    assert "refs=1:208+300,1:516+300,2:0+300 +1 more" in text
+    assert f"payloads {tmp_path / PAYLOADS_DIR} (2 segments, {doc['payloads']['bytes']} bytes" in text
+    assert not inspection.corrupt
+
+
+def test_inspect_reports_a_payload_that_does_not_read_back_as_corruption(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    conn = history.open_cluster("c1", spec_size=200)
+    history.submit(conn, "c1", [300])
+    history.commit()
+    history.close_files()
+    segment = tmp_path / PAYLOADS_DIR / "seg-000001.dat"
+    data = bytearray(segment.read_bytes())
+    data[-5] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    inspection = inspect_journal(tmp_path / JOURNAL_NAME)
+    assert inspection.corrupt and inspection.corrupt_offset is None
+    assert [ref for ref, _error in inspection.payloads.bad] == ["1:208+300"]  # type: ignore[union-attr]
+    assert f"BAD PAYLOAD 1:208+300: payload store {segment} is corrupt at offset 208: checksum mismatch" in render(
+        inspection)
