@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -28,7 +28,7 @@ from fairpool import sdnotify
 from fairpool.address import Address
 from fairpool.config import ConfigError, SchedulerConfig
 from fairpool.handshake import AuthError, CertIdentity, Peer
-from fairpool.messages import Error, Heartbeat, Message, Refused, Reply, Request
+from fairpool.messages import Dispatch, Error, Heartbeat, Message, Refused, Reply, Request
 from fairpool.policies.registry import make_policy
 from fairpool.protocol import ProtocolError
 from fairpool.scheduler.events import (
@@ -48,7 +48,7 @@ from fairpool.scheduler.journal import JOURNAL_NAME, JournalFile, read_journal
 from fairpool.scheduler.journalrecords import JournalRecord, payload_refs
 from fairpool.scheduler.journalwriter import JournalWriter
 from fairpool.scheduler.limits import Admission, ConnectionLimits
-from fairpool.scheduler.payloadstore import PAYLOADS_DIR, PayloadStore
+from fairpool.scheduler.payloadstore import PAYLOADS_DIR, PayloadStore, first_unbacked
 from fairpool.scheduler.policyfile import load_policy_file
 from fairpool.scheduler.replay import replay, snapshot
 from fairpool.scheduler.state import SchedulerState
@@ -142,6 +142,13 @@ class SchedulerServer:
             journal.truncate(contents.intact_end)
         # Payloads live beside the log: tails no durable record refers to are cut, then only the
         # payloads still alive are read (PayloadCorrupt propagates, as JournalCorrupt does).
+        cut = first_unbacked(self.config.state_dir / PAYLOADS_DIR, (payload_refs(r) for r in contents.records))
+        if cut is not None:
+            log.warning("journal records name payloads that never reached the disk (a power loss mid-commit): "
+                        "cut", file=str(path), offset=contents.offsets[cut], records_cut=len(contents.records) - cut)
+            journal.truncate(contents.offsets[cut])
+            contents = replace(contents, records=contents.records[:cut], offsets=contents.offsets[:cut],
+                               intact_end=contents.offsets[cut], size=contents.offsets[cut])
         store = PayloadStore(self.config.state_dir / PAYLOADS_DIR, fsync=self.config.journal_fsync)
         store.open(ref for record in contents.records for ref in payload_refs(record))
         replay(self.state, contents.records, time.time(), store)
@@ -241,6 +248,8 @@ class SchedulerServer:
             match instruction:
                 case Send(conn, message, durable):
                     if self.writer is not None:
+                        if isinstance(message, Dispatch) and message.tasks:
+                            self.writer.write_through()  # the assignment outlives a SIGKILL of ours
                         self.writer.send(conn, message, durable)
                     else:
                         self._deliver(conn, message)

@@ -254,7 +254,8 @@ def to_stored(record: JournalRecord, place: Place) -> JournalRecord:
             return RJobsQueuedRef(cluster_id, [
                 StoredJob(job.uid, place("job", job.uid, job.payload) if len(job.payload) > INLINE_MAX
                           else job.payload, job.options) for job in jobs], seqs, at)
-        case RResults(results) if any(result_bytes(r) > INLINE_MAX for r in results):
+        case RResults(results) if any(len(r.payload) + len(r.stdout) + len(r.stderr) + len(r.traceback) > INLINE_MAX
+                                      for r in results):  # (result_bytes, inline: this runs for every result)
             return RResultsRef(
                 [r for r in results if result_bytes(r) <= INLINE_MAX],
                 [StoredResult(r.uid, r.status, place("result", r.uid, r), r.node, r.started_at, r.finished_at)
@@ -291,14 +292,12 @@ def payload_refs(record: JournalRecord) -> Iterator[PayloadRef]:
                 yield stored.ref
 
 
-def dead_payloads(record: JournalRecord) -> Iterator[tuple[str, str]]:
-    """The (kind, key) of payloads nothing needs once ``record`` is written: acknowledged (or expired)
+def dead_payloads(record: JournalRecord) -> list[tuple[str, list[str]]]:
+    """The payloads nothing needs once ``record`` is written, as (kind, keys): acknowledged (or expired)
     results and their arguments, and the arguments of jobs that ended."""
     match record:
         case RAcked(uids):
-            for uid in uids:
-                yield "job", uid
-                yield "result", uid
+            return [("job", uids), ("result", uids)]
         case RResults(results):
-            for result in results:
-                yield "job", result.uid
+            return [("job", [result.uid for result in results])]
+    return []

@@ -75,6 +75,7 @@ class JournalWriter:
         self._store_floor = store.size if store is not None else 0
         self._batches: deque[tuple[list[JournalRecord], int]] = deque()  # taken, not yet written
         self._lock = threading.Lock()  # one writer of the files at a time
+        self.closed = False
         self._deliver = deliver
         self._snapshot = snapshot
         self.compact_bytes = compact_bytes
@@ -82,6 +83,7 @@ class JournalWriter:
         self._pending: list[JournalRecord] = []  # appended by the state task, not yet written
         self._appended = 0  # records appended since start (written or pending)
         self._synced = 0  # of those, how many are on disk
+        self._written = 0  # of those, how many were written (not synced) by write_through
         self._parked: dict[int, deque[tuple[int, Message]]] = {}
         self._wakeup = trio.Event()  # something is not on disk yet
         self.fsyncs = 0
@@ -142,7 +144,8 @@ class JournalWriter:
         """Write and sync everything now, blocking (at shutdown, and before compacting)."""
         self._batches.append(self._take())
         with self._lock:
-            self._commit_taken()
+            if not self.closed:
+                self._commit_taken()
 
     def _take(self) -> tuple[list[JournalRecord], int]:
         # On the state task's thread only: the one that appends.
@@ -152,28 +155,66 @@ class JournalWriter:
     def _commit(self) -> None:
         """The group commit (in a worker thread): every batch taken so far, in one write and sync."""
         with self._lock:
-            self._commit_taken()
+            if not self.closed:
+                self._commit_taken()
 
     def _commit_taken(self) -> None:
+        records, upto = self._taken()
+        if upto or self._written > self._synced:
+            self._write_and_sync((records, max(upto, self._written)))
+
+    def _taken(self) -> tuple[list[JournalRecord], int]:
         records: list[JournalRecord] = []
         upto = 0
         while self._batches:
             batch, upto = self._batches.popleft()
             records += batch
-        if upto:
-            self._write_and_sync((records, upto))
+        return records, upto
+
+    def write_through(self) -> None:
+        """Write every record appended so far to the files now, without syncing (the state task calls
+        this before it sends a Dispatch).
+
+        A node may run a job the moment it gets it; were the scheduler killed before the
+        job's assignment reached the file, its restart would take the job for queued and
+        could give it to another node first: a non-reentrant job run twice. Written, the
+        record survives the process (the OS holds it), though not a power loss before the
+        next group commit (then replay cuts what the payloads written with it do not back).
+        Blocks while a group commit holds the files (a write's worth, or an fsync's).
+        """
+        if not self._pending:
+            return
+        self._batches.append(self._take())
+        self._wakeup.set()  # written is not durable: the group commit syncs it soon
+        with self._lock:
+            if self.closed:
+                return
+            records, upto = self._taken()
+            if upto:
+                self.journal.append(self._stored(records, self.store.write if self.store else None))
+                self._written = max(self._written, upto)
+
+    def _stored(self, records: list[JournalRecord], persist: Callable[[], None] | None) -> list[JournalRecord]:
+        """``records`` with their payloads placed in the store, which ``persist`` then writes (or syncs)."""
+        store = self.store
+        if store is None or not records:
+            return records
+        stored: list[JournalRecord] = []
+        for record in records:
+            stored.append(to_stored(record, store.place))
+            for kind, keys in dead_payloads(record):
+                store.forget(kind, keys)
+        if persist is not None:
+            persist()
+        return stored
 
     def _write_and_sync(self, batch: tuple[list[JournalRecord], int]) -> None:
         records, upto = batch
-        store = self.store
-        if store is not None and records:
-            stored: list[JournalRecord] = []
-            for record in records:
-                stored.append(to_stored(record, store.place))
-                for kind, key in dead_payloads(record):
-                    store.forget(kind, key)
-            store.sync()  # the payloads are durable before any record that refers to them
-            records = stored
+        # The payloads are durable before any record written from here on refers to them (and
+        # those write_through wrote already are cut at start-up if theirs are not there).
+        records = self._stored(records, self.store.sync if self.store else None)
+        if self.store is not None and not records:
+            self.store.sync()  # payloads of records write_through wrote
         self.journal.append(records)
         self.journal.sync()
         self._synced = max(self._synced, upto)
@@ -189,7 +230,9 @@ class JournalWriter:
                 # Everything pending goes in one write and one fsync (per file): the group commit.
                 started = time.perf_counter()
                 self._batches.append(self._take())
-                await trio.to_thread.run_sync(self._commit)
+                await trio.to_thread.run_sync(self._commit)  # (waited for even when cancelled)
+                if self.closed:
+                    return  # shut down meanwhile (close() flushed the rest): the files are gone
                 self.fsyncs += 1
                 if self.on_sync is not None:
                     self.on_sync(time.perf_counter() - started)
@@ -209,6 +252,8 @@ class JournalWriter:
         With a store: the snapshot refers to the payloads already stored (the live ones of mostly
         dead segments written again first); once it is durable, segments it does not refer to go.
         """
+        if self.closed:
+            return
         self._batches.append(self._take())
         with self._lock, collector_paused():
             self._commit_taken()
@@ -240,11 +285,13 @@ class JournalWriter:
         self._release()
 
     def close(self) -> None:
-        """At shutdown: everything written and synced, the files closed."""
+        """At shutdown: everything written and synced, the files closed; nothing is written after."""
         self.flush()
-        self.journal.close()
-        if self.store is not None:
-            self.store.close()
+        with self._lock:
+            self.closed = True
+            self.journal.close()
+            if self.store is not None:
+                self.store.close()
 
     def _release(self) -> None:
         synced = self._synced

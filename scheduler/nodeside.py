@@ -95,6 +95,7 @@ class NodeSide(StateBase):
             node.assign(job)
             job.node_conn = node.conn
             job.node = node.name
+            job.maybe_started = True  # the node holds it: it may run it before we hear so
             self.clusters[job.cluster_id].nodes_with_spec.add(node.conn)
             adopted.append(uid)
         for job in mine.values():

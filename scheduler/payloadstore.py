@@ -94,6 +94,26 @@ class PayloadCorrupt(JournalCorrupt):
         self.offset = offset
 
 
+def first_unbacked(directory: Path, refs_per_record: Iterable[Iterable[PayloadRef]]) -> int | None:
+    """The index of the first record referring to bytes its segment file does not hold, if any.
+
+    Only a power loss can make one (a record that ``write_through`` wrote before the group
+    commit synced the payloads it names): it and every record after it were never
+    acknowledged, so start-up cuts the log there, as it cuts a torn tail.
+    """
+    sizes: dict[int, int] = {}
+    for index, refs in enumerate(refs_per_record):
+        for ref in refs:
+            if ref.segment not in sizes:
+                try:
+                    sizes[ref.segment] = (directory / segment_name(ref.segment)).stat().st_size
+                except FileNotFoundError:
+                    sizes[ref.segment] = -1
+            if ref.offset + HEADER.size + ref.length > sizes[ref.segment]:
+                return index
+    return None
+
+
 def segment_name(number: int) -> str:
     return f"seg-{number:06d}.dat"
 
@@ -138,6 +158,7 @@ class PayloadStore:
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self._segments: dict[int, _Segment] = {}
+        self._dirty: dict[int, _Segment] = {}  # with frames put or written since the last sync
         self._bytes = 0  # in every segment, written or buffered
         self._highest = 0  # the highest segment number seen: numbers are never reused
         self._current = self._new_segment()  # (``open`` finds where to go on)
@@ -176,7 +197,8 @@ class PayloadStore:
             self._bytes += size
         self._highest = max(files, default=0)
         last = max(self._segments, default=0)
-        if last and last == self._highest and self._segments[last].size < self.segment_bytes:
+        # Go on in the last segment, unless it is full or damaged (shorter than what refers to it).
+        if last and last == self._highest and ends[last] == self._segments[last].size < self.segment_bytes:
             self._current = self._segments[last]
         else:
             self._current = self._new_segment()
@@ -197,6 +219,8 @@ class PayloadStore:
             segment = self._roll()
         crc = zlib.crc32(data)
         ref = PayloadRef(segment.number, segment.size, len(data), crc)
+        if not segment.pending:
+            self._dirty[segment.number] = segment
         segment.pending += (HEADER.pack(len(data), crc), data)
         segment.size += framed
         self._bytes += framed
@@ -210,7 +234,7 @@ class PayloadStore:
         ref = self._held(kind, key, source)
         if ref is not None and ref.segment not in self._relocate:
             if self._used is not None:
-                self._used.set(kind, key, ref, self._index.sources[kind][key])
+                self._used.set(kind, key, ref, source)  # (the state's object: known by identity next time)
             return ref
         return self.put(kind, key, source if isinstance(source, bytes) else encode_result(source), source)
 
@@ -225,17 +249,24 @@ class PayloadStore:
             return ref
         return None
 
-    def forget(self, kind: str, key: str) -> None:
-        """Its owner is gone: the payload is dead (its bytes go with its segment)."""
-        self._index.pop(kind, key)
+    def forget(self, kind: str, keys: list[str]) -> None:
+        """Their owners are gone: these payloads are dead (their bytes go with their segments)."""
+        if self._index.refs[kind]:  # (most jobs' payloads are small enough to stay inline: none held)
+            for key in keys:
+                self._index.pop(kind, key)
 
     def _roll(self) -> _Segment:
         self._current = self._new_segment()
         return self._current
 
+    def write(self) -> None:
+        """Write what was put, without syncing: it then survives this process's death (not the machine's)."""
+        for segment in list(self._dirty.values()):
+            self._write(segment)
+
     def sync(self) -> None:
         """Write what was put and make it durable: one fsync per segment written (blocking)."""
-        for segment in list(self._segments.values()):
+        for segment in list(self._dirty.values()):
             self._write(segment)
             if segment.unsynced:
                 if self.fsync:
@@ -244,6 +275,7 @@ class PayloadStore:
                 if segment is not self._current:
                     os.close(segment.fd)
                     segment.fd = -1
+        self._dirty.clear()
         if self._new_files:
             self._sync_dir(self.directory)  # a new segment's name must survive a crash too
             self._new_files = False
@@ -259,6 +291,7 @@ class PayloadStore:
         while view:
             view = view[os.write(segment.fd, view):]
         segment.unsynced = True
+        self._dirty[segment.number] = segment
 
     def _sync_dir(self, directory: Path) -> None:
         if self.fsync:

@@ -48,6 +48,14 @@ from fairpool.scheduler.state import SchedulerState
 from fairpool.scheduler.statebase import apply_tenant
 from fairpool.tokens import TokenKeys
 
+#: Beyond the heartbeat timeout, what a node's reconnect backoff may add after a restart.
+RESTART_BACKOFF = 10.0
+
+
+def restart_grace(heartbeat_timeout: float) -> float:
+    """How long after a restart the nodes that held jobs have to come back for them."""
+    return heartbeat_timeout + RESTART_BACKOFF
+
 
 def replay(state: SchedulerState, records: list[JournalRecord], now: float,
            store: PayloadStore | None = None) -> None:
@@ -55,8 +63,10 @@ def replay(state: SchedulerState, records: list[JournalRecord], now: float,
     with collector_paused():
         for record in records:
             apply(state, record, now)
-        # Every node that held jobs gets one heartbeat timeout from now to come back for them.
-        state.orphans.set_deadlines(now + state.heartbeat_timeout)
+        # Every node that held jobs gets the same time from now to come back for them: its
+        # reconnect attempts back off (up to a few seconds, with jitter) while we were down, so
+        # a heartbeat timeout alone could give up on live nodes.
+        state.orphans.set_deadlines(now + restart_grace(state.heartbeat_timeout))
         load_payloads(state, store)
 
 

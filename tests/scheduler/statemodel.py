@@ -424,7 +424,7 @@ class Model:
         assert set(s.jobs) == set().union(*self.submitted.values()), "a job was lost or invented"
         for tenant, (cid, _) in CLUSTERS.items():
             ended = {u for u, j in s.jobs.items() if j.cluster_id == cid and j.result}
-            assert ended == self.finals[tenant]
+            assert ended == self.finals[tenant], (tenant, sorted(ended ^ self.finals[tenant]))
         assert {c: set(n.assigned) for c, n in s.nodes.items()} == {c: set(n.held) for c, n in self.nodes.items()}
         by_node: dict[str, set[str]] = {}
         for uid, name in orphaned.items():

@@ -264,3 +264,28 @@ async def test_a_journal_that_starts_big_is_compacted_only_once_it_doubles(tmp_p
         writer.end_of_batch()
         await until(lambda: writer.compactions == 1)
     assert read_journal(path).records == [opened(0)]
+
+
+async def test_write_through_puts_records_in_the_file_before_any_commit(tmp_path: Path) -> None:
+    """What a node is about to be told survives a SIGKILL of the scheduler: the OS has it."""
+    writer, _ = make_writer(tmp_path)
+    writer.append(opened(1))
+    writer.append(opened(2))
+    writer.write_through()
+    assert read_journal(writer.journal.path).records == [opened(1), opened(2)]
+    assert writer.fsyncs == 0 and writer.unsynced == 2  # written, not yet durable
+    async with committing(writer):
+        await until(lambda: writer.unsynced == 0)
+    assert read_journal(writer.journal.path).records == [opened(1), opened(2)]  # written once
+
+
+async def test_records_written_through_keep_their_order_with_a_later_commit(tmp_path: Path) -> None:
+    writer, wire = make_writer(tmp_path)
+    writer.append(opened(1))
+    writer.write_through()
+    writer.append(opened(2))
+    writer.send(1, queued(2), durable=True)
+    async with committing(writer):
+        await until(lambda: wire.sent)
+    assert read_journal(writer.journal.path).records == [opened(1), opened(2)]
+    assert wire.sent == [(1, queued(2), 2)]

@@ -1,8 +1,8 @@
-"""The payload store: segments, references, torn tails, corruption, the group commit's order, purging.
+"""The payload store: segments, references, torn tails, corruption, and the group commit's order.
 
 Store-level tests use ``PayloadStore`` alone; the writer's use real files
-with the fsyncs recorded; purging drives a ``SchedulerState`` through a
-``History`` (payloadhistory.py) and compacts it.
+with the fsyncs recorded. Purging: test_payload_purge.py; replay after
+crashes: test_payload_replay.py.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from payloadhistory import History, big, disk_use, reopen, view
+from payloadhistory import History, big
 
 from fairpool.messages import JobResult, JobSubmit, Queued
 from fairpool.scheduler.journal import HEADER, JOURNAL_NAME, JournalFile, read_journal
-from fairpool.scheduler.journalinspect import inspect_journal, render
 from fairpool.scheduler.journalrecords import (
     INLINE_MAX,
     PayloadRef,
@@ -34,6 +33,7 @@ from fairpool.scheduler.payloadstore import (
     PAYLOADS_DIR,
     PayloadCorrupt,
     PayloadStore,
+    first_unbacked,
     segment_files,
 )
 
@@ -163,6 +163,20 @@ def test_open_goes_on_in_the_last_segment(tmp_path: Path) -> None:
     again.open([ref])
     new = again.put("job", "c1.1", b"b" * 40, b"")
     assert (new.segment, new.offset) == (1, HEADER.size + 40)
+
+
+def test_open_does_not_append_to_a_segment_shorter_than_what_refers_to_it(tmp_path: Path) -> None:
+    store = opened(tmp_path)
+    refs = [store.put("job", f"c1.{i}", big(str(i), 60), b"") for i in range(2)]
+    store.sync()
+    store.close()
+    os.truncate(tmp_path / PAYLOADS_DIR / "seg-000001.dat", refs[1].offset + 20)  # damaged: lost its tail
+    again = PayloadStore(tmp_path / PAYLOADS_DIR)
+    again.open(refs)
+    assert again.put("job", "c1.9", b"z" * 40, b"").segment == 2  # new payloads never land on a referenced offset
+    again.sync()
+    with pytest.raises(PayloadCorrupt):
+        again.read(refs[1])
 
 
 def test_open_begins_a_new_segment_after_a_full_one(tmp_path: Path) -> None:
@@ -308,120 +322,29 @@ def test_compaction_refers_to_the_payloads_already_stored_and_writes_none_again(
     assert sorted(str(ref) for r in read_journal(tmp_path / JOURNAL_NAME).records for ref in payload_refs(r)) == stored
 
 
-# --- purging ------------------------------------------------------------------------------------------
+def test_nothing_is_written_after_close(tmp_path: Path) -> None:
+    """A commit thread that finishes after the shutdown's close() must not touch the closed files."""
+    writer = writer_on(tmp_path, opened(tmp_path, fsync=False))
+    writer.append(RJobsQueued("c1", [JobSubmit("c1.0", big("a", 100))], [1], 1.0))
+    writer.close()
+    size = (tmp_path / JOURNAL_NAME).stat().st_size
+    writer.append(RJobsQueued("c1", [JobSubmit("c1.1", big("b", 100))], [2], 1.0))
+    writer._batches.append(writer._take())
+    writer._commit()  # what run_commits' thread would do
+    writer.compact()
+    writer.flush()
+    assert (tmp_path / JOURNAL_NAME).stat().st_size == size
+    assert len(read_journal(tmp_path / JOURNAL_NAME).records) == 1
 
 
-def test_acknowledged_payloads_are_deleted_with_their_segments_at_compaction(tmp_path: Path) -> None:
-    history = History(tmp_path, segment_bytes=4096)
-    conn = history.open_cluster("c1", spec_size=200)
-    node = history.node("n1", cpus=4)
-    ran: list[str] = []
-    for batch in range(10):
-        history.submit(conn, "c1", [500] * 8, first=8 * batch)
-        ran += history.run_all(node, "n1", size=500)
-        history.commit()
-    history.ack(conn, ran)
-    history.commit()
-    used, segments = disk_use(tmp_path), len(segment_files(tmp_path / PAYLOADS_DIR))
-    assert segments > 10
-    history.writer.compact()
-    # What lives is the cluster's spec: copied out of the first segment into a new one, all others gone.
-    assert list(segment_files(tmp_path / PAYLOADS_DIR).values()) == [tmp_path / PAYLOADS_DIR / f"seg-{segments + 1:06d}.dat"]
-    assert history.store.size == HEADER.size + 200
-    assert disk_use(tmp_path) < used / 20
-    state, _store = reopen(tmp_path)
-    assert view(state) == view(history.state)
-
-
-def test_live_payloads_of_a_mostly_dead_segment_move_and_the_segment_goes(tmp_path: Path) -> None:
-    history = History(tmp_path)
-    conn = history.open_cluster("c1", spec_size=40)
-    uids = history.submit(conn, "c1", [100] * 20)
-    history.cancel(conn, uids[:19])
-    history.ack(conn, uids[:19])
-    history.commit()
-    history.writer.compact()
-    assert sorted(segment_files(tmp_path / PAYLOADS_DIR)) == [2]
-    state, _store = reopen(tmp_path)
-    assert view(state) == view(history.state)
-    assert state.jobs[uids[19]].payload == big("args:" + uids[19], 100)
-
-
-def test_a_mostly_live_segment_is_kept_as_it_is(tmp_path: Path) -> None:
-    history = History(tmp_path)
-    conn = history.open_cluster("c1", spec_size=40)
-    uids = history.submit(conn, "c1", [100] * 20)
-    history.cancel(conn, uids[:5])
-    history.ack(conn, uids[:5])
-    history.commit()
-    size = history.store.size
-    history.writer.compact()
-    assert (sorted(segment_files(tmp_path / PAYLOADS_DIR)), history.store.size) == ([1], size)
-
-
-def test_a_closed_clusters_spec_is_purged_once_the_cluster_is_forgotten(tmp_path: Path) -> None:
-    history = History(tmp_path)
-    conn = history.open_cluster("c1", spec_size=500)
-    uids = history.submit(conn, "c1", [100] * 2)
-    history.cancel(conn, uids)
-    history.ack(conn, uids)
-    history.close(conn, "c1")
-    history.commit()
-    assert "c1" not in history.state.clusters
-    history.writer.compact()
-    assert (segment_files(tmp_path / PAYLOADS_DIR), history.store.size) == ({}, 0)
-
-
-def test_results_purged_after_the_retention_time_leave_the_store(tmp_path: Path) -> None:
-    history = History(tmp_path, result_retention=60.0)
-    conn = history.open_cluster("c1", spec_size=40)
-    node = history.node("n1", cpus=2)
-    history.submit(conn, "c1", [100] * 4)
-    history.run_all(node, "n1", size=1000)
-    history.disconnect(conn)  # nobody comes for the results
-    history.commit()
-    assert history.store.live_bytes() > 4 * 1000
-    history.tick(120.0)
-    history.commit()
-    assert history.state.jobs == {}
-    history.writer.compact()
-    assert history.store.size == 0
-
-
-# --- inspect ----------------------------------------------------------------------------------------------
-
-
-def test_inspect_shows_payload_references_and_the_stores_size(tmp_path: Path) -> None:
-    history = History(tmp_path, segment_bytes=1000)
-    conn = history.open_cluster("c1", spec_size=200)
-    history.submit(conn, "c1", [300] * 4)
-    history.commit()
-    history.close_files()
-    inspection = inspect_journal(tmp_path / JOURNAL_NAME)
-    doc = inspection.to_dict()
-    files = segment_files(tmp_path / PAYLOADS_DIR)
-    assert doc["payloads"]["bytes"] == sum(p.stat().st_size for p in files.values())
-    assert doc["payloads"]["segments"] == {p.name: p.stat().st_size for p in files.values()}
-    assert (doc["payloads"]["refs"], doc["payloads"]["bad"]) == (5, [])
-    assert [r["refs"] for r in doc["records"]] == [["1:0+200"], ["1:208+300", "1:516+300", "2:0+300", "2:308+300"]]
-    text = render(inspection)
-    assert "refs=1:208+300,1:516+300,2:0+300 +1 more" in text
-    assert f"payloads {tmp_path / PAYLOADS_DIR} (2 segments, {doc['payloads']['bytes']} bytes" in text
-    assert not inspection.corrupt
-
-
-def test_inspect_reports_a_payload_that_does_not_read_back_as_corruption(tmp_path: Path) -> None:
-    history = History(tmp_path)
-    conn = history.open_cluster("c1", spec_size=200)
-    history.submit(conn, "c1", [300])
-    history.commit()
-    history.close_files()
-    segment = tmp_path / PAYLOADS_DIR / "seg-000001.dat"
-    data = bytearray(segment.read_bytes())
-    data[-5] ^= 0xFF
-    segment.write_bytes(bytes(data))
-    inspection = inspect_journal(tmp_path / JOURNAL_NAME)
-    assert inspection.corrupt and inspection.corrupt_offset is None
-    assert [ref for ref, _error in inspection.payloads.bad] == ["1:208+300"]  # type: ignore[union-attr]
-    assert f"BAD PAYLOAD 1:208+300: payload store {segment} is corrupt at offset 208: checksum mismatch" in render(
-        inspection)
+def test_first_unbacked_finds_the_first_record_naming_bytes_no_segment_holds(tmp_path: Path) -> None:
+    """A power loss after write_through: the log may name payloads the store never got to disk."""
+    store = opened(tmp_path)
+    held = store.put("job", "c1.1", big("a", 40), big("a", 40))
+    store.sync()
+    beyond = PayloadRef(held.segment, held.offset + 4096, 40, 0)
+    elsewhere = PayloadRef(held.segment + 5, 0, 40, 0)
+    directory = tmp_path / PAYLOADS_DIR
+    assert first_unbacked(directory, [[held], [], [held]]) is None
+    assert first_unbacked(directory, [[held], [beyond], [held]]) == 1
+    assert first_unbacked(directory, [[], [held], [elsewhere]]) == 2

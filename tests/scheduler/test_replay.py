@@ -39,11 +39,17 @@ from fairpool.scheduler.journalrecords import (
     decode_record,
     encode_record,
 )
-from fairpool.scheduler.replay import replay, snapshot
+from fairpool.scheduler.replay import replay, restart_grace, snapshot
 from fairpool.scheduler.state import SchedulerState
 
 if TYPE_CHECKING:
     from conftest import Outcome, StateDriver
+
+
+def expire_after_restart(driver: StateDriver) -> None:
+    """Let the restart grace pass (the nodes' time to come back for their jobs), then tick."""
+    driver.now += restart_grace(driver.state.heartbeat_timeout)
+    driver.tick()
 
 
 def restart(driver: StateDriver, records: list[JournalRecord] | None = None) -> StateDriver:
@@ -211,10 +217,10 @@ def test_replayed_jobs_that_were_on_a_node_are_held_for_it_until_a_deadline(driv
     again = restart(driver)
     assert again.orphans() == {"n1": ["c1.0", "c1.1"]}
     assert again.queued() == ["c1.2"]
-    again.now += TIMEOUT - 0.5
+    again.now += restart_grace(TIMEOUT) - 0.5
     again.tick()
     assert again.orphans() == {"n1": ["c1.0", "c1.1"]}
-    again.now += 0.5  # one heartbeat timeout after the replay
+    again.now += 0.5  # the restart grace after the replay (a node's reconnect backoff included)
     again.tick()
     assert again.orphans() == {} and again.queued() == ["c1.0", "c1.1", "c1.2"]
 
@@ -237,7 +243,7 @@ def test_jobs_of_a_node_that_does_not_come_back_after_a_restart_requeue_if_reent
     driver.node("n1", cpus=1, session="s1")
     driver.submit(alice, "c1", 2)  # dispatched, never started
     again = restart(driver)
-    again.expire()
+    expire_after_restart(again)
     assert again.queued() == ["c1.0", "c1.1"] and again.orphans() == {}
 
 
@@ -249,7 +255,7 @@ def test_jobs_of_a_node_that_does_not_come_back_after_a_restart_are_abandoned_if
     driver.node("n1", cpus=1, session="s1")
     driver.submit(alice, "c1", 2)
     again = restart(driver)
-    again.expire()
+    expire_after_restart(again)
     assert {again.state.jobs[u].status for u in ("c1.0", "c1.1")} == {JobStatus.ABANDONED}
     assert again.queued() == [] and again.orphans() == {}
 
@@ -262,7 +268,7 @@ def test_started_job_of_a_non_reentrant_cluster_is_abandoned_if_its_node_is_lost
     driver.submit(alice, "c1", 1)
     driver.start(node, "c1.0")
     again = restart(driver)
-    again.expire()
+    expire_after_restart(again)
     assert again.state.jobs["c1.0"].status is JobStatus.ABANDONED
     assert again.queued() == []
 
