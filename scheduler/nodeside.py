@@ -282,7 +282,10 @@ class NodeSide(StateBase):
             chosen.append((job, node))
             return Placement.PLACED
 
-        self.dispatcher.next_jobs(now, place)
+        # At most as many as there is room for: the policy need not rank one more only to hear
+        # FULL (a pass a job ends is the common case: room for one). A job of a fraction of a
+        # cpu beyond that waits for the next pass.
+        self.dispatcher.next_jobs(now, place, limit=room)
         tasks: dict[int, list[Task]] = defaultdict(list)
         defs: dict[int, list[ClusterDef]] = defaultdict(list)
         for job, node in chosen:
