@@ -28,7 +28,16 @@ from fairpool import sdnotify
 from fairpool.address import Address
 from fairpool.config import ConfigError, SchedulerConfig
 from fairpool.handshake import AuthError, CertIdentity, Peer
-from fairpool.messages import Dispatch, Error, Heartbeat, Message, Refused, Reply, Request
+from fairpool.messages import (
+    AnyMessage,
+    Dispatch,
+    Error,
+    Heartbeat,
+    Message,
+    Refused,
+    Reply,
+    Request,
+)
 from fairpool.policies.registry import make_policy
 from fairpool.protocol import ProtocolError
 from fairpool.scheduler.events import (
@@ -50,6 +59,8 @@ from fairpool.scheduler.journalwriter import JournalWriter
 from fairpool.scheduler.limits import Admission, ConnectionLimits
 from fairpool.scheduler.payloadstore import PAYLOADS_DIR, PayloadStore, first_unbacked
 from fairpool.scheduler.policyfile import load_policy_file
+from fairpool.scheduler.queries import READ_VERBS, answer
+from fairpool.scheduler.records import ConnRecord
 from fairpool.scheduler.replay import replay, snapshot
 from fairpool.scheduler.state import SchedulerState
 from fairpool.secret import SecretError, ensure_secret
@@ -353,7 +364,8 @@ class SchedulerServer:
                         while len(outbox) > MAX_BACKLOG:  # noqa: ASYNC110 - an Outbox has no "drained" event
                             await trio.sleep(BACKLOG_POLL)
                         batch = await messages.receive()
-                        await self._send_inbox.send(Received(conn, tuple(batch), time.time()))
+                        if peer.role != "admin" or not self._answer_reads(peer, batch, outbox):
+                            await self._send_inbox.send(Received(conn, tuple(batch), time.time()))
                 except ConnectionClosed as exc:
                     reason = str(exc)
                 except ProtocolError as exc:
@@ -368,6 +380,22 @@ class SchedulerServer:
                 await self._send_inbox.send(Disconnected(conn, reason, time.time()))
                 await messages.aclose()
             log.debug("disconnected", peer=desc, reason=reason)
+
+    def _answer_reads(self, peer: Peer, batch: list[AnyMessage], outbox: Outbox) -> bool:
+        """An admin's read-only requests, answered at once from this connection's task.
+
+        They need not queue behind the job traffic in the state task's inbox (an admin's
+        ``status`` under load): reading the state between two of its batches is safe (one
+        thread; a batch has no await), and the answer is as of the last batch handled.
+        """
+        if not all(isinstance(m, Request) and m.verb in READ_VERBS for m in batch):
+            return False
+        now = time.time()
+        record = ConnRecord(0, peer.role, peer.tenant, peer.name, now, peer.auth)
+        for request in batch:
+            assert isinstance(request, Request)
+            outbox.put(answer(self.state, record, request, now))
+        return True
 
     @staticmethod
     async def _write(outbox: Outbox, messages: MessageStream, scope: trio.CancelScope) -> None:

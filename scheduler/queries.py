@@ -36,6 +36,12 @@ TENANT_VERBS = frozenset({"jobs.list", "jobs.show", "jobs.cancel", "why",
 JOB_LIST_LIMIT = 10_000
 
 
+#: Verbs that only read: the admin CLI's are answered without queueing behind the job traffic
+#: (SchedulerServer._answer_reads); the dashboard's GETs are these.
+READ_VERBS = frozenset({"status", "nodes.list", "nodes.show", "jobs.list", "jobs.show", "why", "tenants.list",
+                        "policy.show"})
+
+
 def answer(state: SchedulerState, conn: ConnRecord, request: Request, now: float) -> Reply:
     handler = VERBS.get(request.verb)
     if handler is None:

@@ -32,7 +32,7 @@ from fairpool.handshake import Peer
 from fairpool.messages import Request
 from fairpool.scheduler.history import History
 from fairpool.scheduler.metrics import CONTENT_TYPE, SchedulerMetrics
-from fairpool.scheduler.queries import answer
+from fairpool.scheduler.queries import READ_VERBS, answer
 from fairpool.scheduler.records import ConnRecord
 from fairpool.scheduler.web import HttpRequest, HttpResponse, Send
 from fairpool.scheduler.webauth import (
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fairpool.scheduler.web")
 
-READ_VERBS = frozenset({"status", "nodes.list", "nodes.show", "jobs.list", "jobs.show", "why", "tenants.list",
-                        "policy.show"})
 COMMAND_VERBS = frozenset({"nodes.drain", "nodes.undrain", "jobs.cancel"})
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "views.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
