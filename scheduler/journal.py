@@ -20,7 +20,7 @@ import gc
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,9 +159,28 @@ class JournalFile:
         self.synced = max(self.synced, target)
         return target
 
+    def sync_later(self) -> Callable[[], int]:
+        """What makes every record appended so far durable, to run later without any lock (on a
+        duplicate of the descriptor, so that a compaction meanwhile cannot pull it away)."""
+        target = self.appended
+        fd = os.dup(self._fd)
+
+        def sync() -> int:
+            try:
+                self._fsync(fd)
+            finally:
+                os.close(fd)
+            self.synced = max(self.synced, target)
+            return target
+
+        return sync
+
     def _sync_fd(self) -> None:
+        self._fsync(self._fd)
+
+    def _fsync(self, fd: int) -> None:
         if self.fsync:
-            os.fsync(self._fd)
+            os.fsync(fd)
 
     def replace_with(self, records: list[JournalRecord]) -> None:
         """Compaction: atomically replace the file by ``records`` (a snapshot of the live state)."""

@@ -39,7 +39,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import structlog
@@ -263,6 +263,34 @@ class PayloadStore:
         """Write what was put, without syncing: it then survives this process's death (not the machine's)."""
         for segment in list(self._dirty.values()):
             self._write(segment)
+
+    def sync_later(self) -> Callable[[], None]:
+        """Write what was put; return what makes it durable, to run later without any lock: the
+        fsyncs of the segments written (on duplicate descriptors) and of the directory."""
+        self.write()
+        fds: list[int] = []
+        for segment in list(self._dirty.values()):
+            if segment.unsynced:
+                fds.append(os.dup(segment.fd))
+                segment.unsynced = False
+                if segment is not self._current:
+                    os.close(segment.fd)
+                    segment.fd = -1
+        self._dirty.clear()
+        new_files, self._new_files = self._new_files, False
+
+        def sync() -> None:
+            try:
+                if self.fsync:
+                    for fd in fds:
+                        os.fsync(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if new_files:
+                self._sync_dir(self.directory)
+
+        return sync
 
     def sync(self) -> None:
         """Write what was put and make it durable: one fsync per segment written (blocking)."""

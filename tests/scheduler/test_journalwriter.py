@@ -47,10 +47,10 @@ class GatedJournal(JournalFile):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def _sync_fd(self) -> None:
+    def _fsync(self, fd: int) -> None:
         self.entered.set()
         assert self.gate.wait(10), "the test never opened the gate"
-        super()._sync_fd()
+        super()._fsync(fd)
 
 
 def make_writer(tmp_path: Path, *, compact_bytes: int = BIG, journal: JournalFile | None = None,
