@@ -62,7 +62,6 @@ from fairpool.messages import (
     ClusterOpened,
     Error,
     Heartbeat,
-    Message,
     OpenCluster,
     Reply,
     Request,
@@ -120,17 +119,6 @@ class ClusterConnection:
         return self.open_message.cluster_id
 
     # --- any thread -------------------------------------------------------------
-
-    def send_from_caller(self) -> bool:
-        """Write the session's new submits to the scheduler from this (a caller's) thread, if the
-        connection is idle; False: nothing was taken, ``request_flush`` instead."""
-        outbox, token = self._outbox, self._token
-        if outbox is None or token is None or self._closing:
-            return False
-        return outbox.send_from_thread(self._take_new, token.run_sync_soon)
-
-    def _take_new(self) -> list[Message]:
-        return list(self.session.take_new())
 
     def request_flush(self) -> None:
         """Have the connection's trio thread send whatever the session holds. Raises

@@ -304,11 +304,6 @@ class ClusterCore:
         return MAX_JOB_PAYLOAD, "one message may carry"
 
     def _wake(self) -> None:
-        # A lone job (nothing else in flight: the round-trip case) is written to the socket from
-        # this thread, without waking the loop's thread; jobs of a burst wait for the loop's
-        # thread, which sends them together.
-        if self._session.outstanding == 1 and self._connection.send_from_caller():
-            return
         try:
             self._connection.request_flush()
         except trio.RunFinishedError:

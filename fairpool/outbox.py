@@ -1,27 +1,19 @@
 """Outbox: every message one connection sends, queued by any task and written in batches.
 
 One writer task (``run_writer``) sends whatever accumulated in one
-``send_all``: batching at every hop. Two shortcuts take the writer task off a
-job's round trip when the connection is idle:
-
-* ``flush_now``: the trio task that queued messages writes them itself, at
-  once (one loop iteration less per hop);
-* ``send_from_thread``: a thread that is not the loop's (a synchronous
-  client's caller) writes its messages straight to the socket, instead of
-  waking the loop's thread to do it (a thread wake-up costs more than the
-  write).
-
-Neither ever blocks or reorders: they write only when nothing is queued or
-being written, on a plain socket (not TLS), and whatever the socket does not
-take at once becomes a backlog the writer task sends first. ``_lock`` is held
-only around non-blocking writes and bookkeeping, never across an await.
+``send_all``: batching at every hop. ``flush_now`` takes the writer task off
+a job's round trip when the connection is idle: the trio task that queued
+messages writes them itself, at once (one loop iteration less per hop). It
+never blocks or reorders: it writes only when nothing is being written, on a
+plain socket (not TLS), and whatever the socket does not take at once becomes
+a backlog the writer task sends first. ``_lock`` is held only around
+non-blocking writes and bookkeeping, never across an await.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -80,25 +72,6 @@ class Outbox:
             items, self._items = self._items, []
             if self._write(encode_frames(items)):
                 self._wakeup.set()
-
-    def send_from_thread(self, take: Callable[[], list[Message]], wake: Callable[[Callable[[], None]], None]) -> bool:
-        """From a thread other than the loop's: write what ``take()`` returns straight to the socket.
-
-        Only when the connection is idle; False means nothing was taken (the
-        caller asks the loop to send instead). ``wake(fn)`` must run ``fn`` on
-        the loop's thread (``TrioToken.run_sync_soon``): used when the socket
-        took only part, for the writer to send the rest.
-        """
-        with self._lock:
-            if self._fd < 0 or self._sending or self._backlog or self._closing or self._items:
-                return False
-            messages = take()
-            if messages and self._write(encode_frames(messages)):
-                wake(self._wake_writer)
-            return True
-
-    def _wake_writer(self) -> None:
-        self._wakeup.set()
 
     def _write(self, data: bytes) -> bool:
         """Write without blocking (the lock held); True if a backlog is left for the writer."""

@@ -97,39 +97,3 @@ async def test_put_quietly_alone_sends_nothing_until_flushed() -> None:
         outbox.wake()
         await peer.read_until(1)
         assert peer.got == [Heartbeat(4.0)]
-
-
-async def test_a_thread_writes_straight_to_an_idle_connection() -> None:
-    async with writing() as (outbox, peer, _):
-        token = trio.lowlevel.current_trio_token()
-        sent = await trio.to_thread.run_sync(outbox.send_from_thread, lambda: [Heartbeat(5.0)], token.run_sync_soon)
-        assert sent
-        await peer.read_until(1)
-        assert peer.got == [Heartbeat(5.0)]
-
-
-async def test_a_thread_does_not_overtake_what_is_queued() -> None:
-    async with writing() as (outbox, peer, _):
-        outbox.put_quietly(Heartbeat(6.0))
-        taken: list[bool] = []
-
-        def take() -> list[Message]:
-            taken.append(True)
-            return [Heartbeat(7.0)]
-
-        token = trio.lowlevel.current_trio_token()
-        assert not await trio.to_thread.run_sync(outbox.send_from_thread, take, token.run_sync_soon)
-        assert taken == []  # nothing was taken: the caller hands its messages to the loop instead
-        outbox.wake()
-        await peer.read_until(1)
-        assert peer.got == [Heartbeat(6.0)]
-
-
-async def test_what_a_thread_could_not_write_is_finished_by_the_writer() -> None:
-    big = [Heartbeat(float(i)) for i in range(200_000)]
-    async with writing() as (outbox, peer, _):
-        token = trio.lowlevel.current_trio_token()
-        assert await trio.to_thread.run_sync(outbox.send_from_thread, lambda: big, token.run_sync_soon)
-        outbox.put(Heartbeat(-2.0))
-        await peer.read_until(len(big) + 1)
-        assert peer.got == [*big, Heartbeat(-2.0)]
