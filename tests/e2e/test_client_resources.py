@@ -133,7 +133,9 @@ def test_jobs_that_fit_pass_a_job_that_fits_nowhere_now_under_fifo_skip(schedule
         waiting = cluster.options(resources={"gpus": 1}).submit("waiting")
         # the node still has a free CPU: plain jobs submitted later run meanwhile, the GPU job does not
         assert [cluster.submit(i).result(timeout=15) for i in range(3)] == [0, 1, 2]
-        assert waiting.status is JobStatus.QUEUED and not waiting.done()
+        # (its QUEUED waits for the journal's group commit, which results need not)
+        wait_for(lambda: waiting.status is JobStatus.QUEUED, timeout=15)
+        assert not waiting.done()
         gate.touch()
         assert waiting.result(timeout=15) == "waiting"
 
