@@ -44,3 +44,27 @@ async def test_status_is_answered_while_the_state_task_is_busy(tmp_path: Path) -
         # A tenant's reads go through the state task too (its view follows its own submits).
         assert await ask(Address("127.0.0.1", port), Request(3, "jobs.list"), role="client") is None
         nursery.cancel_scope.cancel()
+
+
+async def test_an_admin_asking_only_reads_is_not_taken_for_silent(tmp_path: Path) -> None:
+    """Answered without the state task, its requests still tell it the connection is alive."""
+    config = SchedulerConfig(state_dir=tmp_path, journal=False, heartbeat_interval=0.1, heartbeat_timeout=0.5)
+    server = SchedulerServer(config, SECRET)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run_state)
+        nursery.start_soon(server.run_ticker)
+        listeners = await nursery.start(partial(trio.serve_tcp, server.handle_connection, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        stream = await open_connection(Address("127.0.0.1", port), SECRET, role="admin", name="op")
+        replies = 0
+        with trio.fail_after(30):
+            for n in range(12):  # 1.2 s of requests: more than twice the heartbeat timeout
+                await stream.send(Request(n, "status"))
+                while True:
+                    if any(isinstance(m, Reply) for m in await stream.receive()):
+                        replies += 1
+                        break
+                await trio.sleep(0.1)
+        assert replies == 12
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
