@@ -168,9 +168,11 @@ def test_a_tenant_sees_only_its_jobs_page_and_its_share(browser, pool):
     page.click("#login-form button[type=submit]")
     page.wait_for_selector("#page-jobs:not([hidden]) #jobs-table td.empty")
     assert page.inner_text("#who-name") == "tenant carol"
-    assert page.is_hidden('#nav a[data-page="nodes"]') and page.is_hidden('#nav a[data-page="overview"]')
+    page.wait_for_selector('#nav a[data-page="nodes"]', state="hidden")
+    page.wait_for_selector('#nav a[data-page="overview"]', state="hidden")
     assert page.locator(f'tr[data-job="{pool["uid"]}"]').count() == 0  # alice's job is not shown
     show(page, "#/tenants", "#page-tenants:not([hidden])")
-    assert page.is_hidden("#tenants-card")
+    # (the page hides the all-tenants card once it knows who is logged in: wait for it)
+    page.wait_for_selector("#tenants-card", state="hidden")
     assert fits_the_screen(page)
     assert errors == []
