@@ -26,30 +26,46 @@ from .resources import NOTHING, Resources, charge
 from .tenants import TenantConfig, TenantTree
 
 SNAPSHOT_VERSION = 1
-_NO_HEAD = (float("inf"), float("inf"))
+NO_HEAD = (float("inf"), float("inf"))  # the (priority, sequence) of an empty queue: last
 
 
 class RunningJob:
-    __slots__ = ("uid", "tenant", "seq", "started", "charge", "estimate", "resources")
+    __slots__ = ("uid", "tenant", "seq", "started", "charge", "estimate", "cpus", "memory", "gpus", "state")
 
-    def __init__(self, job: QueuedJob, started: float, charge: float, estimate: float) -> None:
+    def __init__(self, job: QueuedJob, started: float, charge: float, estimate: float,
+                 state: TenantState) -> None:
+        self.state = state  # its tenant's
         self.uid = job.uid
         self.tenant = job.tenant
         self.seq = job.seq
         self.started = started
         self.charge = charge  # c(r) at dispatch, pool-seconds per second
         self.estimate = estimate  # L_hat at dispatch, seconds
-        self.resources = Resources.of(job)
+        # what it holds, as plain numbers: a Resources per start and finish cost every decision
+        self.cpus = float(job.cpus)
+        self.memory = int(job.memory)
+        self.gpus = int(job.gpus)
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.cpus, self.memory, self.gpus)
 
 
 class TenantState:
-    __slots__ = ("queue", "running", "rate", "alloc")
+    __slots__ = ("queue", "running", "rate", "cpus", "memory", "gpus", "books")
 
     def __init__(self, by_priority: bool) -> None:
+        self.books: Any = None  # a subclass's own per-tenant record, reached without a second lookup
         self.queue = TenantQueue(by_priority)
         self.running = 0
         self.rate = 0.0  # sum of c(r) of its running jobs: its share of the pool now
-        self.alloc = NOTHING  # resources its running jobs hold
+        self.cpus = 0.0  # what its running jobs hold
+        self.memory = 0
+        self.gpus = 0
+
+    @property
+    def alloc(self) -> Resources:
+        return Resources(self.cpus, self.memory, self.gpus) if self.running else NOTHING
 
 
 class PolicyBase:
@@ -117,20 +133,26 @@ class PolicyBase:
             state = self._tenants[name] = TenantState(self.by_priority)
             if self.tree.add(name):
                 self._on_tree_grew()
+            self._on_new_tenant(name, state)
         return state
+
+    def _on_new_tenant(self, name: str, state: TenantState) -> None:
+        """A tenant's state was made (its first job): a subclass may hang its books on it."""
 
     def _on_tree_grew(self) -> None:
         """A new tenant joined the tree: only policies using normalized shares care."""
 
     def backlogged(self, tenant: str) -> bool:
         state = self._tenants.get(tenant)
-        return state is not None and len(state.queue) > 0
+        return state is not None and bool(state.queue.live)
 
     def head_order(self, tenant: str) -> tuple[float, float]:
         """The tie-breaker part of a key: the head job's (priority, sequence)."""
         state = self._tenants.get(tenant)
-        order = state.queue.head_order() if state is not None else None
-        return order if order is not None else _NO_HEAD
+        if state is None or not state.queue.heap:
+            return NO_HEAD
+        entry = state.queue.heap[0]
+        return (entry[0], entry[1])
 
     def running_rate(self, tenant: str) -> float:
         state = self._tenants.get(tenant)
@@ -145,15 +167,27 @@ class PolicyBase:
         return sorted(t for t, s in self._tenants.items() if s.running or len(s.queue))
 
     def _advance(self, now: float) -> None:
-        self._flush()
+        if self._finishes:
+            self._flush()
         if now > self._now:
             self._now = now
-        self._rel(now)
+        if self._origin is None:
+            self._origin = now
 
     def _repush(self, tenant: str) -> None:
         """A tenant's key may have dropped: give it a fresh heap entry."""
-        if tenant != self._current and self.backlogged(tenant):
-            self._heap.push(tenant)
+        if tenant != self._current:
+            state = self._tenants.get(tenant)
+            if state is not None and state.queue.live:
+                self._heap.push(tenant)
+
+    def _reconsider(self, tenant: str) -> None:
+        """A tenant's key may have moved either way (a completion): a fresh heap entry only if it
+        dropped, since the heap finds out about a grown key by itself."""
+        if tenant != self._current:
+            state = self._tenants.get(tenant)
+            if state is not None and state.queue.live:
+                self._heap.lower(tenant)
 
     def _rebuild(self) -> None:
         self._current = None
@@ -175,9 +209,9 @@ class PolicyBase:
         self._rebuild()
 
     def enqueue(self, job: QueuedJob) -> None:
-        state = self._tenant(job.tenant)
-        was_empty = not len(state.queue)
-        if job.uid in state.queue:
+        state = self._tenants.get(job.tenant) or self._tenant(job.tenant)
+        was_empty = not state.queue.live
+        if job.uid in state.queue.live:
             return
         became_head = state.queue.push(job)
         self._queued += 1
@@ -190,34 +224,40 @@ class PolicyBase:
         state = self._tenants.get(job.tenant)
         if state is None:
             return False
-        was_head = state.queue.head() is job
-        if not state.queue.remove(job.uid):
+        queue = state.queue
+        was_head = bool(queue.heap) and queue.heap[0][3] is job
+        if not queue.remove(job.uid):
             return False
         self._queued -= 1
-        if not len(state.queue):
+        if not queue.live:
             self._heap.discard(job.tenant)
             if self._current == job.tenant:
                 self._current = None
             self._on_idle(job.tenant)
-        elif was_head:
+        elif was_head and job.tenant != self._current:
             self._repush(job.tenant)  # the next job may be an older one: a smaller key
-        state.queue.compact()
         return True
 
     def dequeue(self, job: QueuedJob) -> None:
         self._unqueue(job)
 
     def on_start(self, job: QueuedJob, now: float, *, resumed: bool = False) -> None:
-        self._advance(now)
+        if self._finishes or now > self._now or self._origin is None:
+            self._advance(now)
         self._unqueue(job)
         if job.uid in self._running:
             return
-        state = self._tenant(job.tenant)
-        run = RunningJob(job, now, charge(job, self.capacity), self.estimates.get(job.tenant))
+        state = self._tenants.get(job.tenant) or self._tenant(job.tenant)
+        estimate = self.estimates.by_tenant.get(job.tenant)
+        if estimate is None:
+            estimate = self.estimates.get(job.tenant)
+        run = RunningJob(job, now, charge(job, self.capacity), estimate, state)
         self._running[job.uid] = run
         state.running += 1
         state.rate += run.charge
-        state.alloc = state.alloc + run.resources
+        state.cpus += run.cpus
+        state.memory += run.memory
+        state.gpus += run.gpus
         self._on_started(run, resumed)
 
     def on_finish(self, job: QueuedJob, now: float, runtime: float | None = None) -> None:
@@ -227,63 +267,74 @@ class PolicyBase:
     def _flush(self) -> None:
         if not self._finishes:
             return
-        finishes, self._finishes = sorted(self._finishes), []
+        finishes, self._finishes = self._finishes, []
+        if len(finishes) > 1:
+            finishes.sort()
         touched: dict[str, None] = {}  # tenants whose keys may have dropped, in first-finish order
         for now, _, uid, runtime in finishes:
             run = self._running.pop(uid, None)
             if run is None:
                 continue
-            state = self._tenants[run.tenant]
+            state = run.state
             state.running -= 1
             if state.running == 0:
-                state.rate, state.alloc = 0.0, NOTHING  # no float drift left behind
+                state.rate = state.cpus = 0.0  # no float drift left behind
+                state.memory = state.gpus = 0
             else:
                 state.rate -= run.charge
-                state.alloc = state.alloc - run.resources
+                state.cpus -= run.cpus
+                state.memory -= run.memory
+                state.gpus -= run.gpus
             if now > self._now:
                 self._now = now
             took = runtime if runtime is not None else now - run.started
-            took = max(took, 0.0)
+            if took < 0.0:
+                took = 0.0
             self.estimates.observe(run.tenant, took)
             self._on_finished(run, now, took)
             touched[run.tenant] = None
         # One fresh heap entry per tenant, with its key after all of these completions: a push per
         # completion made a burst of N results cost N heap pushes (and key computations) per tenant.
         for tenant in touched:
-            self._repush(tenant)
+            self._reconsider(tenant)
 
     # --- decisions ----------------------------------------------------------
 
     def begin_round(self, now: float) -> None:
         self._advance(now)
-        for name in sorted(self._aside_jobs):
-            self._tenants[name].queue.restore_aside()
-            self._repush(name)  # its head may be an earlier job again: a smaller key
-        self._aside_jobs.clear()
-        if self._current is not None:
-            current, self._current = self._current, None
+        if self._aside_jobs:
+            for name in sorted(self._aside_jobs):
+                self._tenants[name].queue.restore_aside()
+                self._repush(name)  # its head may be an earlier job again: a smaller key
+            self._aside_jobs.clear()
+        current = self._current
+        if current is not None:
+            self._current = None
             self._repush(current)
-        self._heap.restore_aside(self.backlogged)
+        if self._heap.aside:
+            self._heap.restore_aside(self.backlogged)
 
     def next_tenant(self, skip: Set[str]) -> str | None:
         current = self._current
-        if current is not None and current not in skip and self.backlogged(current):
-            # The common case, one tenant taking several slots in a row: if its key is still
-            # no bigger than a lower bound of every other key, it is still the smallest.
-            bound = self._heap.peek_key()
-            if bound is None or self._key(current) <= bound:
-                return current
-        self._current = None
-        if current is not None and self.backlogged(current):
-            if current in skip:
-                self._heap.set_aside(current)
-            else:
-                self._heap.push(current)
+        if current is not None:
+            self._current = None
+            if self.backlogged(current):
+                if current in skip:
+                    self._heap.set_aside(current)
+                else:
+                    # The common case, one tenant taking several slots in a row: if its key is
+                    # still no bigger than a lower bound of every other key, it is the smallest.
+                    key = self._key(current)
+                    bound = self._heap.peek_key()
+                    if bound is None or key <= bound:
+                        self._current = current
+                        return current
+                    self._heap.push(current, key)
         while True:
             tenant = self._heap.pop_best(skip)
             if tenant is None:
                 return None
-            if self._tenants[tenant].queue.head() is None:  # every job passed over this round
+            if not self._tenants[tenant].queue.heap:  # every job passed over this round
                 self._heap.set_aside(tenant)
                 continue
             self._current = tenant
@@ -291,7 +342,9 @@ class PolicyBase:
 
     def pick_job(self, tenant: str) -> QueuedJob | None:
         state = self._tenants.get(tenant)
-        return state.queue.head() if state is not None else None
+        if state is None or not state.queue.heap:
+            return None
+        return state.queue.heap[0][3]
 
     def pass_over(self, job: QueuedJob) -> None:
         state = self._tenants.get(job.tenant)

@@ -93,12 +93,14 @@ class Dispatcher:
     def enqueue(self, job: QueuedJob) -> None:
         """A job became QUEUED: submitted and admitted, or requeued after its node was
         lost (call ``finished`` for it first)."""
-        self.limits.queued(job)
+        if self.limits.limited:
+            self.limits.queued(job)
         self.policy.enqueue(job)
 
     def dequeue(self, job: QueuedJob) -> None:
         """A queued job left the queue without starting (cancelled)."""
-        self.limits.unqueued(job)
+        if self.limits.limited:
+            self.limits.unqueued(job)
         self.policy.dequeue(job)
 
     def finished(self, job: QueuedJob, now: float, runtime: float | None = None) -> None:
@@ -109,7 +111,8 @@ class Dispatcher:
         """
         if self._running.pop(job.uid, None) is None:
             return
-        self.limits.finished(job)
+        if self.limits.limited:
+            self.limits.finished(job)
         self.policy.on_finish(job, now, runtime)
 
     def resume(self, job: QueuedJob, started_at: float) -> None:
@@ -130,6 +133,8 @@ class Dispatcher:
         answers PLACED, or NO_FIT (no node has room for this one), or FULL.
         """
         policy, limits = self.policy, self.limits
+        limited = limits.limited
+        running = self._running
         policy.begin_round(now)
         chosen: list[QueuedJob] = []
         skip: set[str] = set()
@@ -142,16 +147,17 @@ class Dispatcher:
             if job is None:
                 skip.add(tenant)
                 continue
-            if limits.hold(job) is not None:
+            if limited and limits.hold(job) is not None:
                 policy.hold(tenant)
                 skip.add(tenant)
                 continue
             outcome = place(job)
             if outcome is Placement.PLACED:
-                limits.unqueued(job)
-                limits.started(job)
+                if limited:
+                    limits.unqueued(job)
+                    limits.started(job)
                 policy.on_start(job, now)
-                self._running[job.uid] = (job, now)
+                running[job.uid] = (job, now)
                 chosen.append(job)
                 continue
             if outcome is Placement.FULL:

@@ -21,30 +21,30 @@ EWMA = 0.2  # weight of the newest runtime: follows a change within ~10 jobs
 class RuntimeEstimates:
     """Per-tenant moving average of runtimes; newcomers start from the pool's average."""
 
-    __slots__ = ("initial", "_by_tenant", "_pool")
+    __slots__ = ("initial", "by_tenant", "_pool")
 
     def __init__(self, initial: float) -> None:
         self.initial = initial
-        self._by_tenant: dict[str, float] = {}
+        self.by_tenant: dict[str, float] = {}
         self._pool: float | None = None
 
     def get(self, tenant: str) -> float:
-        found = self._by_tenant.get(tenant)
+        found = self.by_tenant.get(tenant)
         if found is not None:
             return found
         return self._pool if self._pool is not None else self.initial
 
     def observe(self, tenant: str, runtime: float) -> None:
         runtime = max(runtime, 0.0)
-        old = self._by_tenant.get(tenant)
-        self._by_tenant[tenant] = runtime if old is None else old + EWMA * (runtime - old)
+        old = self.by_tenant.get(tenant)
+        self.by_tenant[tenant] = runtime if old is None else old + EWMA * (runtime - old)
         self._pool = runtime if self._pool is None else self._pool + EWMA * (runtime - self._pool)
 
     def to_dict(self) -> dict[str, float]:
-        return dict(self._by_tenant)
+        return dict(self.by_tenant)
 
     def load(self, data: dict[str, float]) -> None:
-        self._by_tenant = {str(t): max(float(v), 0.0) for t, v in data.items()}
+        self.by_tenant = {str(t): max(float(v), 0.0) for t, v in data.items()}
 
 
 class Overrun:
@@ -54,21 +54,24 @@ class Overrun:
     ``rate * now - offset`` form accurate).
     """
 
-    __slots__ = ("_pending", "_jobs", "_rate", "_offset", "_matured")
+    __slots__ = ("_pending", "running", "_rate", "_offset", "_matured")
 
     def __init__(self) -> None:
         self._pending: list[tuple[float, int, str]] = []  # (threshold, seq, uid)
-        self._jobs: dict[str, tuple[float, float, bool]] = {}  # uid -> (charge, threshold, matured)
+        # uid -> (charge, threshold, matured); read-only outside (empty: no excess, skip value())
+        self.running: dict[str, tuple[float, float, bool]] = {}
         self._rate = 0.0
         self._offset = 0.0
         self._matured = 0
 
     def add(self, uid: str, seq: int, charge: float, threshold: float) -> None:
-        self._jobs[uid] = (charge, threshold, False)
+        self.running[uid] = (charge, threshold, False)
         heapq.heappush(self._pending, (threshold, seq, uid))
 
     def remove(self, uid: str) -> None:
-        found = self._jobs.pop(uid, None)
+        found = self.running.pop(uid, None)
+        if not self.running:
+            self._pending.clear()  # only dead entries left
         if found is None or not found[2]:
             return  # its heap entry is dropped when it surfaces
         charge, threshold, _ = found
@@ -83,11 +86,11 @@ class Overrun:
         pending = self._pending
         while pending and pending[0][0] <= now:
             _, _, uid = heapq.heappop(pending)
-            found = self._jobs.get(uid)
+            found = self.running.get(uid)
             if found is None or found[2]:
                 continue
             charge, threshold, _ = found
-            self._jobs[uid] = (charge, threshold, True)
+            self.running[uid] = (charge, threshold, True)
             self._matured += 1
             self._rate += charge
             self._offset += charge * threshold
@@ -96,32 +99,32 @@ class Overrun:
         return max(self._rate * now - self._offset, 0.0)
 
     def __bool__(self) -> bool:
-        return bool(self._jobs)
+        return bool(self.running)
 
 
 class Overruns:
     """Every tenant's ``Overrun``: the excess of its running jobs past their estimates."""
 
-    __slots__ = ("_by_tenant",)
+    __slots__ = ("by_tenant",)
 
     def __init__(self) -> None:
-        self._by_tenant: dict[str, Overrun] = {}
+        self.by_tenant: dict[str, Overrun] = {}
 
     def started(self, tenant: str, uid: str, seq: int, charge: float, threshold: float) -> None:
         """A job that starts to count as overrunning at ``threshold`` (start + estimate)."""
-        overrun = self._by_tenant.get(tenant)
+        overrun = self.by_tenant.get(tenant)
         if overrun is None:
-            overrun = self._by_tenant[tenant] = Overrun()
+            overrun = self.by_tenant[tenant] = Overrun()
         overrun.add(uid, seq, charge, threshold)
 
     def finished(self, tenant: str, uid: str) -> None:
-        overrun = self._by_tenant.get(tenant)
+        overrun = self.by_tenant.get(tenant)
         if overrun is not None:
             overrun.remove(uid)
             if not overrun:
-                del self._by_tenant[tenant]
+                del self.by_tenant[tenant]
 
     def value(self, tenant: str, now: float) -> float:
         """The tenant's excess charge accrued by ``now`` (0 without running overruns)."""
-        overrun = self._by_tenant.get(tenant)
+        overrun = self.by_tenant.get(tenant)
         return overrun.value(now) if overrun else 0.0

@@ -23,10 +23,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .core import PolicyBase, RunningJob
-from .estimates import Overruns
+from .core import NO_HEAD, PolicyBase, RunningJob, TenantState
+from .estimates import Overrun
 from .heap import Key
 from .options import Option
+
+
+class _Account:
+    """One tenant's books: its tag, the estimates of its running jobs, their overrun.
+
+    One object per tenant, so that a decision looks a tenant up once, not in
+    five dicts; ``weight`` and ``vclass`` are the tree's, refreshed when the
+    policy file changes.
+    """
+
+    __slots__ = ("tag", "estimated", "overrun", "weight", "vclass")
+
+    def __init__(self, tag: float, weight: float, vclass: int) -> None:
+        self.tag = tag
+        self.estimated = 0.0  # estimated charges of its running jobs
+        self.overrun = Overrun()
+        self.weight = weight
+        self.vclass = vclass
 
 
 class FairSharePolicy(PolicyBase):
@@ -38,59 +56,104 @@ class FairSharePolicy(PolicyBase):
 
     def __init__(self, initial_estimate: float = 1.0) -> None:
         super().__init__(initial_estimate=initial_estimate)
-        self._tag: dict[str, float] = {}
+        self._accounts: dict[str, _Account] = {}
         self._vtime: dict[int, float] = {}  # per class: priority's tiers keep their own
-        self._overrun = Overruns()
-        self._estimated: dict[str, float] = {}  # per tenant: estimated charges of its running jobs
         self._vtime_dispatched: dict[int, float] = {}  # the tags at dispatch, estimates included
 
     def _vclass(self, tenant: str) -> int:
         return 0
 
+    def _account(self, tenant: str, tag: float) -> _Account:
+        account = self._accounts[tenant] = _Account(tag, self.tree.weight(tenant), self._vclass(tenant))
+        state = self._tenants.get(tenant)
+        if state is not None:
+            state.books = account
+        return account
+
+    def _on_new_tenant(self, name: str, state: TenantState) -> None:
+        state.books = self._accounts.get(name)
+
+    def _on_configured(self) -> None:
+        for tenant, account in self._accounts.items():
+            account.weight = self.tree.weight(tenant)
+            account.vclass = self._vclass(tenant)
+
     def tag(self, tenant: str) -> float:
         """``F_i`` now, the excess of jobs past their estimate included."""
-        excess = self._overrun.value(tenant, self._rel(self._now))
-        return self._tag.get(tenant, 0.0) + (excess / self.tree.weight(tenant) if excess else 0.0)
+        account = self._accounts.get(tenant)
+        if account is None:
+            return 0.0
+        excess = account.overrun.value(self._rel(self._now))
+        return account.tag + excess / account.weight if excess else account.tag
 
     def _key(self, tenant: str) -> Key:
-        return (self.tag(tenant), *self.head_order(tenant))
+        # the hot path of every decision: tag() and head_order() inlined
+        state = self._tenants.get(tenant)
+        account = state.books if state is not None else self._accounts.get(tenant)
+        if account is None:
+            tag = 0.0
+        else:
+            tag = account.tag
+            overrun = account.overrun
+            if overrun.running:
+                excess = overrun.value(self._now - self._origin if self._origin is not None else 0.0)
+                if excess:
+                    tag += excess / account.weight
+        if state is None or not state.queue.heap:
+            return (tag, *NO_HEAD)
+        head = state.queue.heap[0]
+        return (tag, head[0], head[1])
 
     def _on_backlogged(self, tenant: str) -> None:
-        vtime = self._vtime.get(self._vclass(tenant), 0.0)
-        self._tag[tenant] = max(self._tag.get(tenant, vtime), vtime)
+        account = self._accounts.get(tenant)
+        vtime = self._vtime.get(account.vclass if account else self._vclass(tenant), 0.0)
+        if account is None:
+            self._account(tenant, vtime)
+        elif vtime > account.tag:
+            account.tag = vtime
 
     def hold(self, tenant: str) -> None:
         # Held by its own caps it is not backlogged: it starts again from the virtual time, not
         # from a tag its idle slots kept low. Its own jobs run meanwhile, so their estimates count.
-        vtime = self._vtime_dispatched.get(self._vclass(tenant), 0.0)
-        self._tag[tenant] = max(self._tag.get(tenant, vtime), vtime)
+        account = self._accounts.get(tenant)
+        vtime = self._vtime_dispatched.get(account.vclass if account else self._vclass(tenant), 0.0)
+        if account is None:
+            self._account(tenant, vtime)
+        elif vtime > account.tag:
+            account.tag = vtime
 
     def _on_started(self, run: RunningJob, resumed: bool) -> None:
         if resumed:
             return  # its estimate is in the restored tag already
         tenant = run.tenant
-        start_tag = self.tag(tenant)
-        received = start_tag - self._estimated.get(tenant, 0.0)
-        vclass = self._vclass(tenant)
-        self._vtime[vclass] = max(self._vtime.get(vclass, 0.0), received)
-        self._vtime_dispatched[vclass] = max(self._vtime_dispatched.get(vclass, 0.0), start_tag)
-        estimate = run.charge * run.estimate / self.tree.weight(tenant)
-        self._tag[tenant] = self._tag.get(tenant, 0.0) + estimate
-        self._estimated[tenant] = self._estimated.get(tenant, 0.0) + estimate
-        self._overrun.started(tenant, run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
+        account = run.state.books or self._account(tenant, 0.0)
+        weight = account.weight
+        start_tag = account.tag
+        started = self._rel(run.started)
+        overrun = account.overrun
+        if overrun.running:
+            excess = overrun.value(started if run.started == self._now else self._rel(self._now))
+            if excess:
+                start_tag += excess / weight
+        received = start_tag - account.estimated
+        vclass = account.vclass
+        if received > self._vtime.get(vclass, 0.0):
+            self._vtime[vclass] = received
+        if start_tag > self._vtime_dispatched.get(vclass, 0.0):
+            self._vtime_dispatched[vclass] = start_tag
+        estimate = run.charge * run.estimate / weight
+        account.tag += estimate
+        account.estimated += estimate
+        overrun.add(run.uid, run.seq, run.charge, started + run.estimate)
 
     def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:
-        tenant = run.tenant
-        self._overrun.finished(tenant, run.uid)
-        weight = self.tree.weight(tenant)
-        correction = run.charge * (runtime - run.estimate) / weight
-        self._tag[tenant] = self._tag.get(tenant, 0.0) + correction
-        left = self._estimated.get(tenant, 0.0) - run.charge * run.estimate / weight
-        state = self._tenants.get(tenant)
-        if left > 1e-12 and state is not None and state.running > 0:
-            self._estimated[tenant] = left
-        else:
-            self._estimated.pop(tenant, None)
+        account = run.state.books or self._account(run.tenant, 0.0)
+        account.overrun.remove(run.uid)
+        weight = account.weight
+        account.tag += run.charge * (runtime - run.estimate) / weight
+        left = account.estimated - run.charge * run.estimate / weight
+        # nothing running: exactly nothing estimated (no float drift left behind)
+        account.estimated = left if left > 1e-12 and run.state.running > 0 else 0.0
 
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         vtime = self._vtime.get(self._vclass(tenant), 0.0)
@@ -98,9 +161,14 @@ class FairSharePolicy(PolicyBase):
         return (self.entitlement_by_weight(tenant, self.active()), self.running_rate(tenant), words)
 
     def _state(self) -> dict[str, Any]:
-        tags = {t: self.tag(t) for t in sorted(self._tag)}
+        tags = {t: self.tag(t) for t in sorted(self._accounts)}
         return {"tags": tags, "vtime": {str(c): v for c, v in sorted(self._vtime.items())}}
 
     def _load(self, state: Mapping[str, Any], now: float) -> None:
-        self._tag = {str(t): float(v) for t, v in dict(state["tags"]).items()}
+        tags = {str(t): float(v) for t, v in dict(state["tags"]).items()}
+        self._accounts = {}
+        for held in self._tenants.values():
+            held.books = None
+        for tenant, tag in tags.items():
+            self._account(tenant, tag)
         self._vtime = {int(c): float(v) for c, v in dict(state["vtime"]).items()}

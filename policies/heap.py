@@ -21,40 +21,51 @@ Key = tuple[float, ...]
 
 
 class TenantHeap:
-    __slots__ = ("_key", "_heap", "_version", "_counter", "_aside")
+    __slots__ = ("_key", "_heap", "_live", "_counter", "aside")
 
     def __init__(self, key: Callable[[str], Key]) -> None:
         self._key = key
         self._heap: list[tuple[Key, int, str]] = []
-        self._version: dict[str, int] = {}  # tenant -> counter of its one live entry
+        self._live: dict[str, tuple[Key, int, str]] = {}  # tenant -> its one live entry
         self._counter = 0
-        self._aside: list[str] = []  # popped this round because the caller skips them
+        self.aside: list[str] = []  # popped this round because the caller skips them (read-only outside)
 
     def __contains__(self, tenant: object) -> bool:
-        return tenant in self._version
+        return tenant in self._live
 
     def __len__(self) -> int:
-        return len(self._version)
+        return len(self._live)
 
-    def push(self, tenant: str) -> None:
-        """(Re)insert with the tenant's current key; an older entry becomes stale."""
+    def push(self, tenant: str, key: Key | None = None) -> None:
+        """(Re)insert with the tenant's current key (``key``: already computed); an older entry
+        becomes stale."""
         self._counter += 1
-        self._version[tenant] = self._counter
-        heapq.heappush(self._heap, (self._key(tenant), self._counter, tenant))
-        if len(self._heap) > 2 * len(self._version) + 64:
+        entry = (self._key(tenant) if key is None else key, self._counter, tenant)
+        self._live[tenant] = entry
+        heapq.heappush(self._heap, entry)
+        if not self._counter & 63 and len(self._heap) > 2 * len(self._live) + 64:
             self._compact()
 
+    def lower(self, tenant: str) -> None:
+        """The tenant's key may have changed either way: a new entry only if it dropped below
+        its entry's (a grown key is found out when the entry surfaces)."""
+        key = self._key(tenant)
+        entry = self._live.get(tenant)
+        if entry is None or key < entry[0]:
+            self.push(tenant, key)
+
     def discard(self, tenant: str) -> None:
-        self._version.pop(tenant, None)
+        self._live.pop(tenant, None)
 
     def reset(self, tenants: Iterable[str]) -> None:
         self._heap.clear()
-        self._version.clear()
-        self._aside.clear()
+        self._live.clear()
+        self.aside.clear()
         for tenant in tenants:
             self._counter += 1
-            self._version[tenant] = self._counter
-            self._heap.append((self._key(tenant), self._counter, tenant))
+            entry = (self._key(tenant), self._counter, tenant)
+            self._live[tenant] = entry
+            self._heap.append(entry)
         heapq.heapify(self._heap)
 
     def pop_best(self, skip: Set[str]) -> str | None:
@@ -63,44 +74,48 @@ class TenantHeap:
         The tenant returned has no entry any more: the caller pushes it back
         (or sets it aside, or discards it) once it has acted on it.
         """
-        heap = self._heap
+        heap, live = self._heap, self._live
         while heap:
-            key, counter, tenant = heap[0]
-            if self._version.get(tenant) != counter:
+            entry = heap[0]
+            tenant = entry[2]
+            if live.get(tenant) is not entry:
                 heapq.heappop(heap)
                 continue
             fresh = self._key(tenant)
-            if fresh > key:  # grew since it was pushed: not known to be the smallest yet
+            if fresh > entry[0]:  # grew since it was pushed: not known to be the smallest yet
                 self._counter += 1
-                self._version[tenant] = self._counter
-                heapq.heapreplace(heap, (fresh, self._counter, tenant))
+                entry = live[tenant] = (fresh, self._counter, tenant)
+                heapq.heapreplace(heap, entry)
                 continue
             heapq.heappop(heap)
-            del self._version[tenant]
+            del live[tenant]
             if tenant in skip:
-                self._aside.append(tenant)
+                self.aside.append(tenant)
                 continue
             return tenant
         return None
 
     def peek_key(self) -> Key | None:
         """A lower bound of every live entry's key (None: empty); stale entries on top are dropped."""
-        heap = self._heap
-        while heap and self._version.get(heap[0][2]) != heap[0][1]:
+        heap, live = self._heap, self._live
+        while heap and live.get(heap[0][2]) is not heap[0]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
     def set_aside(self, tenant: str) -> None:
         self.discard(tenant)
-        self._aside.append(tenant)
+        self.aside.append(tenant)
 
     def restore_aside(self, alive: Callable[[str], bool]) -> None:
         """Put the tenants set aside last round back (those still competing)."""
-        aside, self._aside = self._aside, []
+        if not self.aside:
+            return
+        aside, self.aside = self.aside, []
         for tenant in aside:
-            if tenant not in self._version and alive(tenant):
+            if tenant not in self._live and alive(tenant):
                 self.push(tenant)
 
     def _compact(self) -> None:
-        self._heap = [e for e in self._heap if self._version.get(e[2]) == e[1]]
+        live = self._live
+        self._heap = [e for e in self._heap if live.get(e[2]) is e]
         heapq.heapify(self._heap)

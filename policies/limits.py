@@ -46,6 +46,7 @@ class Limits:
         self._running: Counter[str] = Counter()
         self._alloc: dict[str, Resources] = {}
         self._limited: set[str] = set()
+        self.limited = False  # any limit at all: when not, the Dispatcher need not call in
         self._watch: dict[str, tuple[str, ...]] = {}  # tenant -> the limited names on its path
         self._index()
 
@@ -64,6 +65,7 @@ class Limits:
         self._limited = {name for name, config in self.tree.declared.items()
                          if config.max_running is not None or config.max_queued is not None
                          or config.max is not None}
+        self.limited = bool(self._limited)
         self._watch = {}
 
     def _path(self, tenant: str) -> tuple[str, ...]:

@@ -30,7 +30,10 @@ class PriorityPolicy(FairSharePolicy):
 
     def _key(self, tenant: str) -> Key:
         # a finish can make a tenant guaranteed again: PolicyBase pushes it after every finish
-        return (0.0 if self.guaranteed(tenant) else 1.0, -self._vclass(tenant), *super()._key(tenant))
+        config = self.tree.config(tenant)
+        minimum = config.min
+        guaranteed = minimum is not None and below(self.allocation(tenant), minimum)
+        return (0.0 if guaranteed else 1.0, -config.tier, *super()._key(tenant))
 
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         config = self.tree.config(tenant)

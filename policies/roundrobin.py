@@ -146,6 +146,9 @@ class RoundRobinPolicy(PolicyBase):
     def _repush(self, tenant: str) -> None:
         pass  # no heap: the ring is the order
 
+    def _reconsider(self, tenant: str) -> None:
+        pass
+
     # --- views --------------------------------------------------------------
 
     def ranking(self) -> list[str]:

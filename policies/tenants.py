@@ -48,7 +48,7 @@ class TenantTree:
         self._seen: set[str] = set()
         self._children: dict[str | None, list[str]] = {}
         self._totals: dict[str | None, float] = {}
-        self._weight: dict[str, float] = {}
+        self.weights: dict[str, float] = {}  # every known tenant's (read-only: hot paths read it directly)
         self._defaults: dict[str, TenantConfig] = {}
         self._path: dict[str, tuple[str, ...]] = {}
         self._rebuild()
@@ -73,17 +73,17 @@ class TenantTree:
         bisect.insort(self._children.setdefault(None, []), tenant)
         self._totals[None] = self._totals.get(None, 0.0) + self.config(tenant).weight
         self._path[tenant] = (tenant,)
-        self._weight[tenant] = self.config(tenant).weight
+        self.weights[tenant] = self.config(tenant).weight
         return True
 
     def known(self) -> Iterable[str]:
         return self._path.keys()
 
     def weight(self, tenant: str) -> float:
-        found = self._weight.get(tenant)
+        found = self.weights.get(tenant)
         if found is None:
             self.add(tenant)
-            return self._weight[tenant]
+            return self.weights[tenant]
         return found
 
     def share(self, tenant: str) -> float:
@@ -114,7 +114,7 @@ class TenantTree:
         self._children = children
         self._totals = {parent: sum(self.config(c).weight for c in kids)
                         for parent, kids in children.items()}
-        self._weight.clear()
+        self.weights.clear()
         self._path.clear()
         for name in names:
             path: list[str] = []
@@ -127,4 +127,4 @@ class TenantTree:
             weight = self.config(path[0]).weight
             for x in path[1:]:
                 weight *= self.level_share(x)
-            self._weight[name] = weight
+            self.weights[name] = weight
