@@ -338,7 +338,12 @@ def encode(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
-def decode(data: bytes | memoryview) -> AnyMessage:
+def encode_into(message: Message, buffer: bytearray, offset: int) -> None:
+    """Encode ``message`` into ``buffer`` from ``offset`` on, the buffer growing (or cut) to its end."""
+    _encoder.encode_into(message, buffer, offset)
+
+
+def decode(data: bytes | bytearray | memoryview) -> AnyMessage:
     try:
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:

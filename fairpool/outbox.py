@@ -31,7 +31,9 @@ class Outbox:
         self._wakeup = trio.Event()
         self._closing = False
         self._fd = -1  # the socket's descriptor while the writer runs on a plain socket stream
-        self._backlog = b""  # bytes a shortcut could not send: the writer sends them first
+        # bytes a shortcut could not send: the writer sends them first (a view: a large frame's
+        # rest is not copied)
+        self._backlog: bytes | memoryview = b""
         self._sending = False
         self._lock = threading.Lock()
         self.sent_batches = 0
@@ -73,7 +75,7 @@ class Outbox:
             if self._write(encode_frames(items)):
                 self._wakeup.set()
 
-    def _write(self, data: bytes) -> bool:
+    def _write(self, data: bytearray) -> bool:
         """Write without blocking (the lock held); True if a backlog is left for the writer."""
         try:
             sent = os.write(self._fd, data)
@@ -83,7 +85,7 @@ class Outbox:
             sent = 0  # a broken connection: the writer's own send reports it
         self.sent_batches += 1
         if sent < len(data):
-            self._backlog = data[sent:]
+            self._backlog = memoryview(data)[sent:]
             return True
         return False
 
@@ -98,14 +100,17 @@ class Outbox:
                 self._wakeup = trio.Event()
                 with self._lock:
                     items, self._items = self._items, []
-                    data = b""
-                    if items or self._backlog:
-                        data, self._backlog = self._backlog + encode_frames(items), b""
-                        self._sending = True
-                if data:
+                    backlog, self._backlog = self._backlog, b""
+                    data = encode_frames(items) if items else b""
+                    sending = self._sending = bool(backlog or data)
+                if sending:
                     self.sent_batches += 1
                     try:
-                        await stream.send_bytes(data)
+                        # Two sends rather than one of the two joined: no copy of a large frame.
+                        if backlog:
+                            await stream.send_bytes(backlog)
+                        if data:
+                            await stream.send_bytes(data)
                     finally:
                         self._sending = False
                 if self._closing and not self._items:

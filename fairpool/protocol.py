@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import struct
 
-from fairpool.messages import AnyMessage, Message, MessageError, decode, encode
+from fairpool.messages import AnyMessage, Message, MessageError, decode, encode, encode_into
 
 HEADER = struct.Struct(">I")
 #: Before authentication a peer may only send a hello: keep what it can make us buffer small.
 PREAUTH_MAX_FRAME = 64 * 1024
 DEFAULT_MAX_FRAME = 256 * 1024 * 1024
+#: A frame of at least this many bytes is gathered in a buffer of its own (see ``FrameDecoder``).
+LARGE_FRAME = 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -32,51 +34,116 @@ def encode_frame(message: Message) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def encode_frames(messages: list[Message] | tuple[Message, ...]) -> bytes:
-    """Several frames in one buffer: one ``send_all`` for a whole batch."""
-    parts: list[bytes] = []
+def encode_frames(messages: list[Message] | tuple[Message, ...]) -> bytearray:
+    """Several frames in one buffer: one ``send_all`` for a whole batch.
+
+    Each message is encoded straight into the buffer after room for its
+    header (filled in afterwards): a large payload is copied once, into the
+    frame, and never again to join the frames up.
+    """
+    buffer = bytearray()
     for message in messages:
-        body = encode(message)
-        parts.append(HEADER.pack(len(body)))
-        parts.append(body)
-    return b"".join(parts)
+        start = len(buffer)
+        encode_into(message, buffer, start + HEADER.size)
+        HEADER.pack_into(buffer, start, len(buffer) - start - HEADER.size)
+    return buffer
 
 
 class FrameDecoder:
-    """Splits a byte stream into frame bodies, refusing frames over ``max_frame``."""
+    """Splits a byte stream into frame bodies, refusing frames over ``max_frame``.
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    Small frames are copied out of the receive buffer once, as ``bytes``. A
+    frame of ``LARGE_FRAME`` bytes or more that has not fully arrived gets a
+    buffer of its own, of its exact size, the moment its header is read: what
+    arrives for it is copied there once, and that buffer is the frame handed
+    out (no growing buffer reallocated on the way, no slice copied out of it).
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, large_frame: int = LARGE_FRAME) -> None:
         self.max_frame = max_frame
+        self.large_frame = large_frame
         self._buffer = bytearray()
+        self._large: bytearray | None = None  # the large frame being filled
+        self._filled = 0  # how much of it has arrived
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        """Bytes received of frames not yet complete."""
+        return len(self._buffer) + (HEADER.size + self._filled if self._large is not None else 0)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes | bytearray]:
+        frames: list[bytes | bytearray] = []
+        view = memoryview(data).cast("B")
+        if self._large is not None:
+            view = self._fill(view, frames)
+            if not view:
+                return frames
         buf = self._buffer
-        buf += data
-        frames: list[bytes] = []
+        buf += view
         pos = 0
         end = len(buf)
-        while end - pos >= 4:
+        while end - pos >= HEADER.size:
             (length,) = HEADER.unpack_from(buf, pos)
             if length > self.max_frame:
                 raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame} bytes")
-            if end - pos - 4 < length:
+            start = pos + HEADER.size
+            if end - start < length:
+                if length >= self.large_frame:
+                    # All that is left belongs to this frame: move it to the frame's own buffer.
+                    self._large = bytearray(length)
+                    self._filled = end - start
+                    with memoryview(buf) as whole:  # (released before ``buf`` is cut below)
+                        self._large[: self._filled] = whole[start:end]
+                    pos = end
                 break
-            frames.append(bytes(buf[pos + 4 : pos + 4 + length]))
-            pos += 4 + length
+            with memoryview(buf) as whole:
+                frames.append(bytes(whole[start : start + length]))
+            pos = start + length
         if pos:
-            del buf[:pos]
+            del buf[:pos]  # (from the front of a bytearray: no copy, its start moves)
         return frames
+
+    def unfilled(self) -> memoryview | None:
+        """Where the rest of the large frame being gathered goes (for a ``recv_into``), if one is."""
+        if self._large is None:
+            return None
+        return memoryview(self._large)[self._filled :]
+
+    def filled(self, count: int) -> list[bytes | bytearray]:
+        """``count`` more bytes of the large frame were written into ``unfilled()``: the frame, once whole."""
+        large = self._large
+        if large is None or not 0 < count <= len(large) - self._filled:
+            raise ValueError(f"{count} bytes filled of a large frame that has {self.unfilled_bytes} to go")
+        self._filled += count
+        if self._filled < len(large):
+            return []
+        self._large = None
+        self._filled = 0
+        return [large]
+
+    @property
+    def unfilled_bytes(self) -> int:
+        return len(self._large) - self._filled if self._large is not None else 0
+
+    def _fill(self, view: memoryview, frames: list[bytes | bytearray]) -> memoryview:
+        """Copy what ``view`` holds of the large frame into it; return what is left of ``view``."""
+        large = self._large
+        assert large is not None
+        take = min(len(large) - self._filled, view.nbytes)
+        large[self._filled : self._filled + take] = view[:take]
+        self._filled += take
+        if self._filled == len(large):
+            frames.append(large)
+            self._large = None
+            self._filled = 0
+        return view[take:]
 
 
 class Connection:
     """One side of a framed message connection, without I/O."""
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self._frames = FrameDecoder(max_frame)
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, large_frame: int = LARGE_FRAME) -> None:
+        self._frames = FrameDecoder(max_frame, large_frame)
         self.closed = False
 
     @property
@@ -94,13 +161,25 @@ class Connection:
             if self._frames.buffered:
                 raise ProtocolError(f"connection closed inside a frame ({self._frames.buffered} bytes pending)")
             return []
+        return self._decode(self._frames.feed(data))
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where received bytes may be written directly (``recv_into``), then told to ``received_into``:
+        the rest of a large frame, while one is being gathered (else None: use ``receive_data``)."""
+        return self._frames.unfilled()
+
+    def received_into(self, count: int) -> list[AnyMessage]:
+        """``count`` (> 0) bytes were written into ``receive_buffer()``: every message now complete."""
+        return self._decode(self._frames.filled(count))
+
+    def _decode(self, frames: list[bytes | bytearray]) -> list[AnyMessage]:
         messages: list[AnyMessage] = []
-        for body in self._frames.feed(data):
+        for body in frames:
             try:
                 messages.append(decode(body))
             except MessageError as exc:
                 raise ProtocolError(str(exc)) from None
         return messages
 
-    def send(self, *messages: Message) -> bytes:
+    def send(self, *messages: Message) -> bytearray:
         return encode_frames(messages)

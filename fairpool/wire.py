@@ -61,7 +61,13 @@ class MessageStream:
             messages, self._pending = self._pending, []
             return messages
         while True:
+            into = self.protocol.receive_buffer() if isinstance(self.stream, trio.SocketStream) else None
             try:
+                if into is not None:
+                    messages = await self._receive_into(into)
+                    if messages:
+                        return messages
+                    continue
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise ConnectionClosed(f"connection lost: {exc}") from None
@@ -71,10 +77,19 @@ class MessageStream:
             if not data:
                 raise ConnectionClosed("connection closed by peer")
 
+    async def _receive_into(self, into: memoryview) -> list[AnyMessage]:
+        """The rest of a large frame, received straight into its buffer (no chunk copied there)."""
+        assert isinstance(self.stream, trio.SocketStream)
+        with into:
+            count = await self.stream.socket.recv_into(into)
+        if not count:
+            return self.protocol.receive_data(b"")  # the peer hung up inside the frame: ProtocolError
+        return self.protocol.received_into(count)
+
     async def send(self, *messages: Message) -> None:
         await self.send_bytes(self.protocol.send(*messages))
 
-    async def send_bytes(self, data: bytes) -> None:
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
         """Send frames encoded already (``encode_frames``)."""
         try:
             await self.stream.send_all(data)

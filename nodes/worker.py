@@ -55,6 +55,7 @@ from collections import deque
 from pathlib import Path
 
 from fairpool.messages import (
+    AnyMessage,
     CancelTasks,
     Dispatch,
     JobResult,
@@ -133,6 +134,9 @@ class Worker:
                     self._send([NodeProgress([], [])])
                     continue
                 result = self._take(item)
+                # The task's arguments (views of its payload, however large) are done with: free
+                # them before the result is encoded and sent, not after.
+                del item
                 size = len(result.payload)
                 if self.pending and self.pending_bytes + size > MAX_BATCH_BYTES:
                     self.flush()
@@ -224,18 +228,33 @@ class Worker:
     def _receive(self, *, block: bool) -> None:
         """Read what the node sent: wait for something if ``block``, else take only what is there."""
         if block:
-            self._handle(self.sock.recv(RECEIVE_SIZE))
+            self._read(0)
         while not self.eof:
             try:
-                data = self.sock.recv(RECEIVE_SIZE, socket.MSG_DONTWAIT)
+                self._read(socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
-            self._handle(data)
+
+    def _read(self, flags: int) -> None:
+        into = self.protocol.receive_buffer()
+        if into is None:
+            self._handle(self.sock.recv(RECEIVE_SIZE, flags))
+            return
+        # The rest of a large frame (a task's big arguments): straight into its buffer.
+        with into:
+            count = self.sock.recv_into(into, 0, flags)
+        if not count:
+            self._handle(b"")  # the node hung up inside a frame: a ProtocolError
+        else:
+            self._dispatch(self.protocol.received_into(count))
 
     def _handle(self, data: bytes) -> None:
         if not data:
             self.eof = True
-        for message in self.protocol.receive_data(data):
+        self._dispatch(self.protocol.receive_data(data))
+
+    def _dispatch(self, messages: list[AnyMessage]) -> None:
+        for message in messages:
             if isinstance(message, Dispatch):
                 for cdef in message.clusters:
                     if cdef.cluster_id not in self.clusters:

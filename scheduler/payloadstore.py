@@ -56,6 +56,8 @@ SEGMENT_BYTES = 32 << 20
 #: At compaction, a segment whose live payloads fill less than this share of it is emptied:
 #: they are written again into the current segment, and it is deleted.
 MOSTLY_DEAD = 0.25
+#: A payload of at least this many bytes is written as it lies, not joined with its neighbours first.
+WRITE_ALONE = 1 << 20
 KINDS = ("cluster", "job", "result")
 _NAME = re.compile(r"seg-(\d{6,})\.dat")
 
@@ -314,10 +316,8 @@ class PayloadStore:
         if segment.fd < 0:
             self._new_files |= not segment.path.exists()
             segment.fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        view = memoryview(b"".join(segment.pending))
+        _write_all(segment.fd, segment.pending)
         segment.pending.clear()
-        while view:
-            view = view[os.write(segment.fd, view):]
         segment.unsynced = True
         self._dirty[segment.number] = segment
 
@@ -450,3 +450,22 @@ class PayloadStore:
             if segment.fd >= 0:
                 os.close(segment.fd)
                 segment.fd = -1
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """Write ``pieces`` in order: small ones joined (one write for many), a large one as it lies
+    (joining it would copy it whole once more)."""
+    batch: list[bytes] = []
+    for piece in pieces:
+        if len(piece) >= WRITE_ALONE:
+            _write_view(fd, memoryview(b"".join(batch)))
+            batch.clear()
+            _write_view(fd, memoryview(piece))
+        else:
+            batch.append(piece)
+    _write_view(fd, memoryview(b"".join(batch)))
+
+
+def _write_view(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]

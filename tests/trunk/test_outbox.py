@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from fairpool.messages import Heartbeat, Message
+from fairpool.messages import Heartbeat, JobResult, Message, NodeProgress
 from fairpool.protocol import Connection
 from fairpool.wire import MessageStream, Outbox
 
@@ -72,6 +72,18 @@ async def test_what_the_socket_does_not_take_is_sent_by_the_writer_in_order() ->
         outbox.flush_now()  # the backlog is not sent yet: this one must wait behind it
         await peer.read_until(len(big) + 1)
         assert peer.got == [*big, Heartbeat(-1.0)]
+
+
+async def test_a_large_frame_the_socket_does_not_take_at_once_arrives_whole_after_its_rest_is_sent() -> None:
+    """The part of one large frame left over by ``flush_now`` (a view of it, not a copy) is sent first."""
+    payload = bytes(range(256)) * (32 * 1024)  # 8 MB: far more than a socket buffer
+    large = NodeProgress([], [JobResult("u1", "FINISHED", payload)])
+    async with writing() as (outbox, peer, _):
+        outbox.put_quietly(large)
+        outbox.flush_now()
+        outbox.put(Heartbeat(2.0))  # queued behind the rest of the large frame
+        await peer.read_until(2)
+        assert peer.got == [large, Heartbeat(2.0)]
 
 
 async def test_flush_now_on_a_stream_that_is_not_a_plain_socket_leaves_it_to_the_writer() -> None:
