@@ -1,17 +1,24 @@
 """One tenant's queued jobs, in the order its jobs go: in-tenant priority, then FIFO.
 
-A heap with lazy deletion: a cancelled or dispatched job is dropped from the
-index at once and from the heap when it surfaces, except at the top, which is
-kept alive (dead entries below it are dropped as soon as they surface), so
-that reading the head, which every decision does several times, costs O(1). Every push gets a fresh
-generation number, so an entry never compares jobs and a job requeued after
-it left is told apart from its dead entry. Jobs passed over for one decision
-round (``set_aside_head``) stay queued and come back with ``restore_aside``.
+Jobs mostly arrive in the order they go (same priority, rising sequence), so
+they are kept in two places: a run of entries appended in order (a deque: the
+head leaves in O(1), however long the queue) and a heap for the few that
+arrive out of order (a requeued job, a higher priority). ``first``, the head
+entry, is the smaller of the two fronts and is kept up to date on every
+change, since every decision reads it several times.
+
+Deletion is lazy: a cancelled or dispatched job is dropped from the index at
+once and from its structure when it reaches the front. Every push gets a
+fresh generation number, so an entry never compares jobs and a job requeued
+after it left is told apart from its dead entry. Jobs passed over for one
+decision round (``set_aside_head``) stay queued and come back with
+``restore_aside``.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator
 
 from .base import QueuedJob
@@ -20,14 +27,16 @@ _Entry = tuple[int, int, int, QueuedJob]  # (-priority or 0, seq, generation, jo
 
 
 class TenantQueue:
-    """``heap[0]``, when there is one, is the head entry: the policies' hot paths read it directly."""
+    """``first`` (the head entry, None when nothing can go) and ``live`` are read-only outside."""
 
-    __slots__ = ("by_priority", "heap", "live", "_aside", "_gen")
+    __slots__ = ("by_priority", "first", "live", "_run", "_heap", "_aside", "_gen")
 
     def __init__(self, by_priority: bool = True) -> None:
         self.by_priority = by_priority
-        self.heap: list[_Entry] = []  # read-only outside: heap[0] is alive
-        self.live: dict[str, int] = {}  # uid -> generation of its live entry (read-only outside)
+        self.first: _Entry | None = None
+        self.live: dict[str, int] = {}  # uid -> generation of its live entry
+        self._run: deque[_Entry] = deque()  # ascending: each appended entry above the last
+        self._heap: list[_Entry] = []  # the entries that came out of order
         self._aside: list[_Entry] = []
         self._gen = 0
 
@@ -47,85 +56,102 @@ class TenantQueue:
         self._gen += 1
         entry = (-job.priority if self.by_priority else 0, job.seq, self._gen, job)
         self.live[job.uid] = self._gen
-        heapq.heappush(self.heap, entry)
-        return self.heap[0] is entry
+        run = self._run
+        if not run or entry > run[-1]:
+            run.append(entry)
+        else:
+            heapq.heappush(self._heap, entry)
+        first = self.first
+        if first is None or entry < first:
+            self.first = entry
+            return True
+        return False
 
     def remove(self, uid: str) -> bool:
         """Drop a queued job; True when it was there."""
         if self.live.pop(uid, None) is None:
             return False
-        heap, live = self.heap, self.live
-        if heap and heap[0][3].uid == uid:  # the top is always alive: this is the job's entry
-            heapq.heappop(heap)
-            while heap and live.get(heap[0][3].uid) != heap[0][2]:
-                heapq.heappop(heap)
-        if len(heap) > 2 * len(live) + 64:
+        first = self.first
+        if first is not None and first[3].uid == uid:  # ``first`` is alive: the job's own entry
+            run = self._run
+            if run and run[0] is first:
+                run.popleft()
+            else:
+                heapq.heappop(self._heap)
+            self._refresh()
+        if len(self._run) + len(self._heap) > 2 * len(self.live) + 64:
             self.compact()
         return True
 
     def _alive(self, entry: _Entry) -> bool:
         return self.live.get(entry[3].uid) == entry[2]
 
-    def _drop_dead_top(self) -> None:
-        heap, live = self.heap, self.live
+    def _refresh(self) -> None:
+        """Drop dead entries from both fronts; ``first`` becomes the smaller one."""
+        run, heap, live = self._run, self._heap, self.live
+        while run and live.get(run[0][3].uid) != run[0][2]:
+            run.popleft()
         while heap and live.get(heap[0][3].uid) != heap[0][2]:
             heapq.heappop(heap)
+        if run and heap:
+            self.first = run[0] if run[0] < heap[0] else heap[0]
+        else:
+            self.first = run[0] if run else heap[0] if heap else None
 
     def head(self) -> QueuedJob | None:
         """The job this tenant sends next (None when all are set aside or none queued)."""
-        heap = self.heap
-        return heap[0][3] if heap else None
+        first = self.first
+        return first[3] if first is not None else None
 
     def head_order(self) -> tuple[int, int] | None:
-        heap = self.heap
-        if not heap:
-            return None
-        entry = heap[0]
-        return (entry[0], entry[1])
+        first = self.first
+        return (first[0], first[1]) if first is not None else None
 
     def set_aside_head(self) -> None:
-        if self.heap:
-            self._aside.append(heapq.heappop(self.heap))
-            self._drop_dead_top()
+        first = self.first
+        if first is None:
+            return
+        if self._run and self._run[0] is first:
+            self._run.popleft()
+        else:
+            heapq.heappop(self._heap)
+        self._aside.append(first)
+        self._refresh()
 
     def restore_aside(self) -> None:
         for entry in self._aside:
             if self._alive(entry):
-                heapq.heappush(self.heap, entry)
+                heapq.heappush(self._heap, entry)
         self._aside.clear()
+        self._refresh()
+
+    def _heap_in_order(self) -> Iterator[_Entry]:
+        """The heap's entries in order without popping: a frontier of indices (a parent is
+        smaller than its children), so the first k cost O(k log k) and nothing is copied."""
+        heap = self._heap
+        frontier: list[tuple[_Entry, int]] = [(heap[0], 0)] if heap else []
+        while frontier:
+            entry, i = heapq.heappop(frontier)
+            yield entry
+            for child in (2 * i + 1, 2 * i + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
 
     def jobs(self) -> Iterator[QueuedJob]:
-        """Queued jobs in this tenant's order, lazily: the first k cost O(k log k).
-
-        Walks the heap array in order through a small frontier heap of indices
-        (a parent is smaller than its children), so a listing of the head of a
-        long queue copies nothing. The queue must not change meanwhile.
-        """
-        heap = self.heap
-        frontier: list[tuple[tuple[int, int, int], int]] = []
-        if heap:
-            frontier.append((heap[0][:3], 0))
-        aside = sorted(self._aside, key=lambda e: e[:3])
-        a = 0
-        while frontier or a < len(aside):
-            if frontier and (a >= len(aside) or frontier[0][0] < aside[a][:3]):
-                _, i = heapq.heappop(frontier)
-                entry = heap[i]
-                for child in (2 * i + 1, 2 * i + 2):
-                    if child < len(heap):
-                        heapq.heappush(frontier, (heap[child][:3], child))
-            else:
-                entry = aside[a]
-                a += 1
+        """Queued jobs in this tenant's order, lazily. The queue must not change meanwhile."""
+        for entry in heapq.merge(self._run, self._heap_in_order(), sorted(self._aside)):
             if self._alive(entry):
                 yield entry[3]
 
     def ahead_of(self, job: QueuedJob) -> int:
         """How many of this tenant's queued jobs go before ``job``."""
         mine = self._order(job)
-        return sum(1 for e in self.heap + self._aside if self._alive(e) and (e[0], e[1]) < mine)
+        return sum(1 for entries in (self._run, self._heap, self._aside) for e in entries
+                   if self._alive(e) and (e[0], e[1]) < mine)
 
     def compact(self) -> None:
-        """Rebuild the heap without its dead entries (bounded memory)."""
-        self.heap = [e for e in self.heap if self._alive(e)]
-        heapq.heapify(self.heap)
+        """Drop the dead entries (bounded memory)."""
+        self._run = deque(e for e in self._run if self._alive(e))
+        self._heap = [e for e in self._heap if self._alive(e)]
+        heapq.heapify(self._heap)
+        self._refresh()

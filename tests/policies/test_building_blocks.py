@@ -83,18 +83,26 @@ _queue_ops = st.lists(st.tuples(st.sampled_from(["push", "remove", "aside", "res
 def test_queue_lists_exactly_its_live_jobs_in_order(ops: list[tuple[str, int, int]]) -> None:
     queue = TenantQueue()
     live: dict[int, SimJob] = {}
+    aside: set[int] = set()
     for op, seq, priority in ops:
         if op == "push" and seq not in live:
             live[seq] = job("a", seq, priority=priority)
             queue.push(live[seq])
         elif op == "remove" and seq in live:
             queue.remove(live.pop(seq).uid)
+            aside.discard(seq)
         elif op == "aside":
+            head = queue.head()
+            if head is not None:
+                aside.add(head.seq)
             queue.set_aside_head()
         elif op == "restore":
             queue.restore_aside()
+            aside.clear()
         expected = sorted(live.values(), key=lambda j: (-j.priority, j.seq))
         assert list(queue.jobs()) == expected
+        can_go = [j for j in expected if j.seq not in aside]
+        assert queue.head() is (can_go[0] if can_go else None)
         assert len(queue) == len(live)
         if expected:
             assert queue.ahead_of(expected[-1]) == len(expected) - 1
