@@ -81,6 +81,8 @@ class ClientSide(StateBase):
         # Re-attach: this connection now hears the cluster's news, and everything
         # not yet acknowledged is told again (the client ignores what it knew).
         cluster.conn = conn.conn
+        self._out.append(Log("info", "cluster reattached", (("cluster", cluster.cluster_id),
+                                                              ("tenant", conn.tenant), ("client", conn.name))))
         self._out.append(Send(conn.conn, ClusterOpened(cluster.cluster_id, self.max_payload)))
         for job in cluster.jobs.values():
             if job.result is not None:

@@ -107,7 +107,7 @@ def imported_modules(log: str) -> set[str]:
 
 
 def test_scheduler_never_unpickles_on_submit_replay_dispatch_or_result_paths(scheduler, start_node, cluster_kwargs,
-                                                                            tmp_path):
+                                                                            tmp_path, wait_for_log):
     marks = tmp_path / "markers"
     marks.mkdir()
     directory = str(marks)
@@ -127,6 +127,9 @@ def test_scheduler_never_unpickles_on_submit_replay_dispatch_or_result_paths(sch
         scheduler.restart(kill=True)  # -9: the journal is replayed, spec and arguments read back from disk
         scheduler_pids.add(scheduler.pid)
         wait_for(lambda: len(admin_json(scheduler, "jobs")) >= 2, message="the jobs are back after the replay")
+        # Provisional results are not journaled: they reach a client that is connected when they
+        # come, so the client must be back before the job runs.
+        wait_for_log(scheduler, "cluster reattached", timeout=60)
 
         start_node(cpus=1, name="n1")  # only now: the jobs are dispatched from the replayed state
         assert [job.result(timeout=90) for job in jobs] == [42, 15]
