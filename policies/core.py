@@ -149,10 +149,8 @@ class PolicyBase:
     def head_order(self, tenant: str) -> tuple[float, float]:
         """The tie-breaker part of a key: the head job's (priority, sequence)."""
         state = self._tenants.get(tenant)
-        if state is None or not state.queue.heap:
-            return NO_HEAD
-        entry = state.queue.heap[0]
-        return (entry[0], entry[1])
+        entry = state.queue.first if state is not None else None
+        return (entry[0], entry[1]) if entry is not None else NO_HEAD
 
     def running_rate(self, tenant: str) -> float:
         state = self._tenants.get(tenant)
@@ -225,7 +223,7 @@ class PolicyBase:
         if state is None:
             return False
         queue = state.queue
-        was_head = bool(queue.heap) and queue.heap[0][3] is job
+        was_head = queue.first is not None and queue.first[3] is job
         if not queue.remove(job.uid):
             return False
         self._queued -= 1
@@ -334,7 +332,7 @@ class PolicyBase:
             tenant = self._heap.pop_best(skip)
             if tenant is None:
                 return None
-            if not self._tenants[tenant].queue.heap:  # every job passed over this round
+            if self._tenants[tenant].queue.first is None:  # every job passed over this round
                 self._heap.set_aside(tenant)
                 continue
             self._current = tenant
@@ -342,9 +340,8 @@ class PolicyBase:
 
     def pick_job(self, tenant: str) -> QueuedJob | None:
         state = self._tenants.get(tenant)
-        if state is None or not state.queue.heap:
-            return None
-        return state.queue.heap[0][3]
+        entry = state.queue.first if state is not None else None
+        return entry[3] if entry is not None else None
 
     def pass_over(self, job: QueuedJob) -> None:
         state = self._tenants.get(job.tenant)

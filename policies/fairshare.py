@@ -99,10 +99,8 @@ class FairSharePolicy(PolicyBase):
                 excess = overrun.value(self._now - self._origin if self._origin is not None else 0.0)
                 if excess:
                     tag += excess / account.weight
-        if state is None or not state.queue.heap:
-            return (tag, *NO_HEAD)
-        head = state.queue.heap[0]
-        return (tag, head[0], head[1])
+        head = state.queue.first if state is not None else None
+        return (tag, head[0], head[1]) if head is not None else (tag, *NO_HEAD)
 
     def _on_backlogged(self, tenant: str) -> None:
         account = self._accounts.get(tenant)
