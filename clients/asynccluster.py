@@ -34,7 +34,6 @@ between chunks of ``MAP_CHUNK`` jobs so that sending overlaps pickling.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
@@ -45,8 +44,6 @@ import trio
 from fairpool.clients.core import (
     MAP_CHUNK,
     ClusterCore,
-    ClusterStatusCallback,
-    JobStatusCallback,
     argsets,
 )
 from fairpool.clients.errors import ClusterClosedError
@@ -101,26 +98,6 @@ class AsyncSharedJobCluster(ClusterCore):
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
         return f"<AsyncSharedJobCluster {self.name!r} {self.cluster_id} on {self.scheduler} ({state})>"
-
-    @classmethod
-    def reattach(
-        cls,
-        cluster_id: str,
-        *,
-        scheduler: str | None = None,
-        secret_file: str | os.PathLike[str] | None = None,
-        tenant: str | None = None,
-        token: str | None = None,
-        job_status: JobStatusCallback | None = None,
-        cluster_status: ClusterStatusCallback | None = None,
-        dest_path: str | os.PathLike[str] | None = None,
-    ) -> AsyncSharedJobCluster:
-        """The existing cluster ``cluster_id``, as ``SharedJobCluster.reattach``; ``async with`` it
-        to re-attach (``ClusterNotFound`` there if the scheduler has no such cluster)."""
-        return cls._reattached(
-            cluster_id, scheduler=scheduler, secret_file=secret_file, tenant=tenant, token=token,
-            job_status=job_status, cluster_status=cluster_status, dest_path=dest_path,
-        )
 
     # --- opening and closing ---------------------------------------------------
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import IO, Any
 
-from fairpool.clients.core import ClusterCore, ClusterStatusCallback, JobStatusCallback, argsets
+from fairpool.clients.core import ClusterCore, argsets
 from fairpool.clients.errors import ClusterClosedError
 from fairpool.clients.job import Job
 from fairpool.clients.loopthread import LoopThread
@@ -73,34 +73,6 @@ class SharedJobCluster(ClusterCore, NodeControls):
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
         return f"<{type(self).__name__} {self.name!r} {self.cluster_id} on {self.scheduler} ({state})>"
-
-    @classmethod
-    def reattach(
-        cls,
-        cluster_id: str,
-        *,
-        scheduler: str | None = None,
-        secret_file: str | os.PathLike[str] | None = None,
-        tenant: str | None = None,
-        token: str | None = None,
-        job_status: JobStatusCallback | None = None,
-        cluster_status: ClusterStatusCallback | None = None,
-        dest_path: str | os.PathLike[str] | None = None,
-    ) -> SharedJobCluster:
-        """A live cluster object for the existing cluster ``cluster_id`` (whose client died, say).
-
-        ``jobs()`` lists the cluster's jobs -- those its recover file lists, and every one the
-        scheduler reports -- and their futures resolve as results arrive (a reattached job has no
-        ``args``: they stayed with the dead client). ``submit`` adds jobs to the same computation,
-        numbered after every uid known. The scheduler, secret file and tenant default to the
-        recover file's when ``fairpool-<cluster_id>.recover`` is in the working directory (the
-        reattached cluster carries on that file), else to the usual variables and defaults.
-        Raises ``ClusterNotFound`` if the scheduler has no such cluster for this tenant.
-        """
-        return cls._reattached(
-            cluster_id, scheduler=scheduler, secret_file=secret_file, tenant=tenant, token=token,
-            job_status=job_status, cluster_status=cluster_status, dest_path=dest_path,
-        )
 
     # --- submitting ------------------------------------------------------------
 
@@ -277,6 +249,7 @@ def recover_jobs(
     secret_file: str | os.PathLike[str] | None = None,
     tenant: str | None = None,
     token: str | None = None,
+    tls: Any = None,
     timeout: float | None = None,
 ) -> list[Job]:
     """The jobs of cluster ``cluster_id`` (None: of the latest recover file in the working
@@ -285,13 +258,14 @@ def recover_jobs(
     Jobs that ended carry their results, output and errors; the others their live status
     (QUEUED, RUNNING), their futures failing with ClusterClosedError: they run on, and a later
     call collects them. Results received are acknowledged, so the scheduler forgets them; once
-    every job ended, the cluster is closed and its recover file removed. Raises
+    every job ended, the cluster is closed and its recover file removed. The connection
+    keywords are ``SharedJobCluster.reattach``'s (which this uses). Raises
     ``NoRecoverFile`` (no cluster_id and no recover file here) or ``ClusterNotFound``.
     """
     if cluster_id is None:
         cluster_id = latest_recover_file().info.cluster_id
     cluster = SharedJobCluster.reattach(cluster_id, scheduler=scheduler, secret_file=secret_file,
-                                        tenant=tenant, token=token)
+                                        tenant=tenant, token=token, tls=tls)
     ended = False
     try:
         ended = cluster.wait(timeout)

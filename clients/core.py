@@ -11,8 +11,8 @@ thread and ``FileReceiver``) and the ``ClusterConnection`` -- or, when
 nothing: ``SharedJobCluster`` runs the connection on a ``LoopThread``,
 ``AsyncSharedJobCluster`` in the caller's trio loop.
 
-``_reattached`` builds the same pieces for a cluster an earlier client
-opened (``SharedJobCluster.reattach``): no computation (the scheduler keeps
+``reattach`` (one classmethod for both clusters) builds the same pieces for
+a cluster an earlier client opened: no computation (the scheduler keeps
 the cluster's spec, so new submits need none), settings and defaults from
 the recover file when the working directory has one, and the session
 starting with the jobs that file lists (see ``fairpool.clients.reattach``).
@@ -121,7 +121,7 @@ class ClusterCore:
         self._start()
 
     @classmethod
-    def _reattached(
+    def reattach(
         cls,
         cluster_id: str,
         *,
@@ -129,12 +129,24 @@ class ClusterCore:
         tenant: str | None = None,
         token: str | None = None,
         secret_file: str | os.PathLike[str] | None = None,
+        tls: Any = None,
         job_status: JobStatusCallback | None = None,
         cluster_status: ClusterStatusCallback | None = None,
         dest_path: str | os.PathLike[str] | None = None,
-        tls: Any = None,
     ) -> Self:
-        """A cluster object for the existing cluster ``cluster_id`` (see the module docstring)."""
+        """A live cluster object for the existing cluster ``cluster_id`` (whose client died, say).
+
+        ``jobs()`` lists the cluster's jobs -- those its recover file lists, and every one the
+        scheduler reports -- and their futures resolve as results arrive (a reattached job has no
+        ``args``: they stayed with the dead client). ``submit`` adds jobs to the same computation,
+        numbered after every uid known. The connection keywords are the constructor's
+        (``scheduler``, ``tenant``, ``token``, ``secret_file``, ``tls``); those not given come from
+        the recover file when ``fairpool-<cluster_id>.recover`` is in the working directory (the
+        reattached cluster carries on that file), else from the usual variables and defaults.
+        ``SharedJobCluster.reattach`` connects before it returns; ``AsyncSharedJobCluster.reattach``
+        when the returned object is entered (``async with``). Either raises ``ClusterNotFound`` if
+        the scheduler has no such cluster for this tenant.
+        """
         if not isinstance(cluster_id, str) or not cluster_id or "." in cluster_id:
             raise ClientConfigError(f"not a cluster id: {cluster_id!r}")
         settings, found = reattach_settings(cluster_id, scheduler, tenant, secret_file, token=token, tls=tls)
@@ -345,12 +357,13 @@ class ClusterCore:
             cluster_id=self.cluster_id,
             scheduler=str(self.settings.scheduler),
             tenant=self.settings.tenant,
-            secret_file=str(self.settings.secret_file),
+            secret_file=str(self.settings.secret_file) if self.settings.secret else "",
             created=time.time(),
             name=self.name,
             reentrant=self.reentrant,
             priority=self.priority,
             resources=_jsonable(self.resources),
+            tls=self.settings.tls_paths,
         )
         try:
             # (a reattached cluster with no file here: jobs adopted so far follow the header)

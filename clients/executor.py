@@ -58,9 +58,7 @@ class ClusterExecutor(Executor):
         kind = SharedJobCluster if parent.recoverable else _PrivateCluster
         return kind(
             calls.run,
-            scheduler=parent.scheduler,
-            tenant=parent.tenant,
-            secret_file=parent.settings.secret_file,
+            **parent.settings.cluster_kwargs(),  # the parent's credential too: token, certificate or secret
             name=f"{parent.name}.executor",
             **parent._sibling,
         )

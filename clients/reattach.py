@@ -2,8 +2,9 @@
 
 ``reattach_settings`` finds the cluster's recover file in the working
 directory (if any) and resolves the connection settings with it: arguments
-first, then the file (the scheduler, tenant and secret file the dead client
-used), then ``FAIRPOOL_*`` variables and defaults.
+first, then the file (the scheduler, tenant, secret file and TLS files the
+dead client used; a token is never written there), then ``FAIRPOOL_*``
+variables and defaults.
 
 Before it sends ``OpenCluster``, a re-attaching connection asks the
 scheduler two questions (``probe_requests``): ``cluster.stats`` -- does this
@@ -63,9 +64,10 @@ def reattach_settings(
     settings = resolve_settings(
         scheduler if scheduler is not None else info.scheduler if info else None,
         tenant if tenant is not None else info.tenant if info else None,
-        secret_file if secret_file is not None else info.secret_file if info else None,
+        # ("" in the file: the dead client read no secret, so neither do we unless told to)
+        secret_file if secret_file is not None else (info.secret_file or None) if info else None,
         token,
-        tls,
+        tls if tls is not None else info.tls if info else None,
     )
     return settings, found
 

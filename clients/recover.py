@@ -1,8 +1,10 @@
 """The recover file: what a later process needs to find a cluster's jobs again.
 
 ``fairpool-<cluster_id>.recover`` lives in the working directory. Its first
-line is a JSON header (``RecoverInfo``: where the scheduler is, as whom, the
-cluster's name and defaults, when it was created), written atomically once
+line is a JSON header (``RecoverInfo``: where the scheduler is, as whom and
+with which credential files -- the secret file if one was read, the TLS
+files' paths; never a token --, the cluster's name and defaults, when it was
+created), written atomically once
 the scheduler has opened the cluster. ``RecoverLog`` then appends one line
 per batch as the jobs progress:
 
@@ -40,6 +42,7 @@ logger = logging.getLogger("fairpool.clients")
 
 PREFIX = "fairpool-"
 SUFFIX = ".recover"
+TLS_KEYS = frozenset({"ca", "cert", "key"})
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,13 @@ class RecoverInfo:
     cluster_id: str
     scheduler: str  # HOST:PORT
     tenant: str
-    secret_file: str
+    secret_file: str  # "" when the client read none (it proved itself by token or certificate)
     created: float  # time.time()
     name: str = ""
     reentrant: bool = False
     priority: int = 0
     resources: dict[str, Any] | None = None  # the cluster's default per-job resources
+    tls: dict[str, str] | None = None  # the paths of tls= (ca, cert, key), if the client used TLS
 
     def to_json(self) -> str:
         return json.dumps(asdict(self)) + "\n"  # one line: the log follows it
@@ -60,7 +64,7 @@ class RecoverInfo:
     @classmethod
     def from_json(cls, text: str) -> RecoverInfo:
         data = json.loads(text)
-        resources = data.get("resources")
+        resources, tls = data.get("resources"), data.get("tls")
         return cls(
             cluster_id=str(data["cluster_id"]),
             scheduler=str(data["scheduler"]),
@@ -71,6 +75,7 @@ class RecoverInfo:
             reentrant=bool(data.get("reentrant", False)),
             priority=int(data.get("priority", 0)),
             resources=dict(resources) if isinstance(resources, dict) else None,
+            tls={key: str(tls[key]) for key in TLS_KEYS} if isinstance(tls, dict) and set(tls) >= TLS_KEYS else None,
         )
 
 

@@ -1,8 +1,8 @@
 """Where a client connects and as whom: arguments, else ``FAIRPOOL_*`` variables, else defaults.
 
 ``resolve_settings`` is shared by everything that opens a client connection
-(``SharedJobCluster`` now; reattach and ``recover_jobs`` later), so the
-precedence rules live in one place:
+(``SharedJobCluster``, ``reattach`` and ``recover_jobs``, an executor's
+sibling cluster), so the precedence rules live in one place:
 
 * scheduler: ``scheduler=``, ``FAIRPOOL_SCHEDULER``, ``127.0.0.1:51350``
 * secret file: ``secret_file=``, ``FAIRPOOL_SECRET_FILE``, ``.fairpool/secret``
@@ -23,6 +23,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fairpool.address import DEFAULT_HOST, DEFAULT_PORT, Address, AddressError
 from fairpool.clients.errors import ClientConfigError
@@ -53,6 +54,21 @@ class ClientSettings:
     def connect_kwargs(self) -> dict[str, object]:
         """The credential arguments of ``fairpool.wire.open_connection``."""
         return {"auth": self.auth, "token": self.token, "tls": self.tls}
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """The connection keywords of ``SharedJobCluster`` (and ``reattach``, ``recover_jobs``)
+        that resolve to these settings again: how a sibling cluster connects as this one does."""
+        return {"scheduler": str(self.scheduler), "tenant": self.tenant, "token": self.token, "tls": self.tls,
+                # the secret file only if it was read: with a token or a certificate there is none
+                "secret_file": self.secret_file if self.secret else None}
+
+    @property
+    def tls_paths(self) -> dict[str, str] | None:
+        """``tls=`` as a JSON-able mapping of file paths (what the recover file keeps), or None."""
+        if self.tls is None:
+            return None
+        return {"ca": str(self.tls.ca.absolute()), "cert": str(self.tls.cert.absolute()),
+                "key": str(self.tls.key.absolute())}
 
     def __repr__(self) -> str:
         # Never let the secret or the token reach a log line or a traceback.

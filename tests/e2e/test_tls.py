@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ import pytest
 import trio
 from conftest import TEST_SCHEDULER_CONFIG, Daemon, SchedulerProcess, _register, wait_for
 
-from fairpool import JobStatus, SharedJobCluster, certs
+from fairpool import JobStatus, SharedJobCluster, certs, recover_jobs
 from fairpool.address import Address
 from fairpool.clients.errors import SchedulerConnectionError
 from fairpool.messages import Reply, Request
@@ -192,3 +195,78 @@ def test_a_node_certificate_cannot_act_as_admin(pool: TlsPool) -> None:
         trio.run(connect_as_admin)
     wait_for(lambda: "the certificate is for role 'node', not 'admin'" in pool.scheduler.log(), timeout=20)
     assert_serves_a_good_client(pool)
+
+
+# --- a client killed -9: its jobs reattached and recovered over TLS ----------------------------------------
+
+# Opens a cluster with a client certificate (no secret file anywhere), submits, waits until every
+# job is acknowledged QUEUED, prints the cluster id and waits to be killed.
+TLS_CLIENT = textwrap.dedent("""
+    import json, sys, time
+    from fairpool import SharedJobCluster
+
+    def slow_double(x):
+        import time
+        time.sleep(0.3)
+        return 2 * x
+
+    cluster = SharedJobCluster(slow_double, scheduler=sys.argv[1], tls=json.loads(sys.argv[2]))
+    jobs = [cluster.submit(i) for i in range(int(sys.argv[3]))]
+    deadline = time.monotonic() + 60
+    while any(j.status == "CREATED" for j in jobs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"cluster_id": cluster.cluster_id}), flush=True)
+    time.sleep(600)  # killed here
+""")
+KILLED_JOBS = 4
+
+
+def killed_tls_client(pool: TlsPool, directory: Path) -> str:
+    """Run TLS_CLIENT in ``directory`` (its recover file lands there), SIGKILL it; its cluster id."""
+    directory.mkdir()
+    script = directory / "client.py"
+    script.write_text(TLS_CLIENT)
+    proc = subprocess.Popen([sys.executable, str(script), pool.scheduler.address, json.dumps(pool.tls("alice")),
+                             str(KILLED_JOBS)], cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line, proc.stderr.read() if proc.stderr else "the client printed nothing"
+    finally:
+        proc.kill()  # SIGKILL: no goodbye
+        proc.wait()
+    assert (directory / f"fairpool-{json.loads(line)['cluster_id']}.recover").exists()
+    return str(json.loads(line)["cluster_id"])
+
+
+def test_a_killed_clients_cluster_is_reattached_elsewhere_with_tls(pool: TlsPool, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster_id = killed_tls_client(pool, tmp_path / "client")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # no recover file here: the certificate comes only from tls=
+    cluster = SharedJobCluster.reattach(cluster_id, scheduler=pool.scheduler.address, tls=pool.tls("alice"))
+    try:
+        jobs = wait_for(lambda: cluster.jobs() if len(cluster.jobs()) == KILLED_JOBS else None, timeout=30,
+                        message="the scheduler lists every job of the killed client")
+        assert sorted(job.result(timeout=60) for job in jobs) == [2 * i for i in range(KILLED_JOBS)]
+        assert cluster.tenant == "alice"
+    finally:
+        cluster.close(timeout=30)
+
+
+def test_recover_jobs_with_tls_collects_a_killed_clients_results(pool: TlsPool, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster_id = killed_tls_client(pool, tmp_path / "client")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    jobs = recover_jobs(cluster_id, scheduler=pool.scheduler.address, tls=pool.tls("alice"), timeout=60)
+    assert sorted(job.result(timeout=0) for job in jobs) == [2 * i for i in range(KILLED_JOBS)]
+
+
+def test_recover_jobs_takes_the_certificate_from_the_recover_file(pool: TlsPool, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster_id = killed_tls_client(pool, tmp_path / "client")
+    monkeypatch.chdir(tmp_path / "client")  # where the dead client wrote its recover file (and no secret)
+    jobs = recover_jobs(timeout=60)  # the file names the scheduler and the TLS files
+    assert sorted(job.result(timeout=0) for job in jobs) == [2 * i for i in range(KILLED_JOBS)]
+    assert all(job.uid.startswith(cluster_id) for job in jobs)
+    assert not (tmp_path / "client" / f"fairpool-{cluster_id}.recover").exists()  # every result taken
