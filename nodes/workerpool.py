@@ -13,14 +13,9 @@ started when it reaches the head of a worker's queue (no message from the
 worker needed). What a job sends while it runs (provisional results, file
 chunks) is passed on as it arrives, always ahead of the job's result.
 
-Stopping a task (``cancel``, or its ``Task.timeout`` passing): one waiting in
-the node queue is dropped; one prefetched by a worker is named to it in a
-``CancelTasks`` and the worker skips it; one that runs has its worker's whole
-process group killed (SIGTERM, SIGKILL after a grace), and the worker is
-replaced. Each such task is reported FAILED with the reason ("cancelled...",
-"timed out after N s"). A watchdog task looks at the running tasks while any
-has a timeout or a pending cancel, reading each worker's started-task counter,
-so a prefetched task that started before its worker read the cancel is caught.
+Stopping tasks other than by their result -- ``cancel``, timeouts and the
+watchdog, ``hand_back`` when the node leaves, a worker's death -- is the
+part of the pool in ``fairpool.nodes.poolstop`` (``StoppingTasks``).
 """
 
 from __future__ import annotations
@@ -31,14 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cloudpickle
 import msgspec
 import structlog
 import trio
 
 from fairpool.clusterspec import ClusterSpec
 from fairpool.messages import (
-    CancelTasks,
     ClusterDef,
     Dispatch,
     FileChunk,
@@ -54,17 +47,10 @@ from fairpool.protocol import ProtocolError
 from fairpool.wire import ConnectionClosed
 
 from .isolation import probe_run_as, resolve_run_as
-from .stopping import (
-    WATCH_INTERVAL,
-    cancel_reason,
-    check_worker,
-    death_outcome,
-    job_fields,
-    kill,
-    needs_watching,
-)
+from .poolstop import StoppingTasks
+from .stopping import job_fields
 from .workdirs import install_cluster_files, prepare_base, remove_cluster_dir
-from .workerproc import Held, WorkerHandle, death_reason, spawn_worker, stop_worker
+from .workerproc import Held, WorkerHandle, spawn_worker, stop_worker
 
 log = structlog.get_logger("fairpool.node")
 
@@ -97,7 +83,7 @@ class PoolStatistics:
     deaths: int  # worker processes that died while the node ran
 
 
-class WorkerPool:
+class WorkerPool(StoppingTasks):
     """``cpus`` worker processes behind one node-local task queue (see the module docstring)."""
 
     def __init__(
@@ -172,47 +158,6 @@ class WorkerPool:
         self._dispatch()
         self._emit()
 
-    def cancel(self, uids: list[str], reason: str = "cancelled") -> None:
-        """Stop these tasks wherever they are (see the module docstring); unknown uids are ignored:
-        their results were reported already, or will be."""
-        wanted = set(uids)
-        reason = cancel_reason(reason)
-        now = time.time()
-        if self._queue and wanted:
-            kept: deque[Task] = deque()
-            for task in self._queue:
-                if task.uid in wanted:
-                    wanted.discard(task.uid)
-                    self._results.append(self._failure(task, reason, now))
-                    self._done += 1
-                    self._task_done(task.cluster_id)
-                else:
-                    kept.append(task)
-            self._queue = kept
-        for worker in self._workers:
-            if not wanted:
-                break
-            if not worker.alive:
-                continue
-            named = [held.task.uid for held in worker.queue if held.task.uid in wanted]
-            if not named:
-                continue
-            wanted.difference_update(named)
-            running = worker.running_index()
-            for index, held in enumerate(worker.queue):
-                if held.task.uid in named and index > max(running, 0) and held.task.uid not in worker.reported:
-                    # Not started (it waits behind a job that may run for hours): it ends now; the
-                    # worker skips it when it reads the cancel, and that report is dropped.
-                    worker.reported.add(held.task.uid)
-                    self._results.append(self._failure(held.task, reason, now))
-            for uid in named:
-                worker.cancelling[uid] = reason
-            # Those still waiting in the worker are skipped there; a running one is killed here.
-            worker.outbox.put(CancelTasks(named, reason))
-            check_worker(worker, time.monotonic())
-            self._watch.set()
-        self._emit()
-
     def fail(self, tasks: list[Task], reason: str) -> None:
         """Report tasks as FAILED without running them (e.g. their cluster could not be set up)."""
         now = time.time()
@@ -241,63 +186,11 @@ class WorkerPool:
             deaths=self._deaths,
         )
 
-    def held_uids(self) -> set[str]:
-        """Every task this node holds: queued here, prefetched by a worker, or running."""
-        uids = {task.uid for task in self._queue}
-        for worker in self._workers:
-            uids.update(held.task.uid for held in worker.queue)
-        return uids - self._handed_back if self._handed_back else uids
-
-    def hand_back(self) -> list[str]:
-        """Give up every task held here (the node is leaving): the queued ones are dropped, the
-        workers holding any are killed; none of them is reported from here. Returns their uids."""
-        uids = [task.uid for task in self._queue]
-        for task in self._queue:
-            self._task_done(task.cluster_id)
-        self._queue.clear()
-        now = time.monotonic()
-        for worker in self._workers:
-            held = [h.task for h in worker.queue if h.task.uid not in self._handed_back]
-            if not worker.alive or not held:
-                continue
-            uids.extend(task.uid for task in held if task.uid not in worker.reported)
-            self._handed_back.update(task.uid for task in held)
-            if worker.kill is None:
-                kill(worker, held[0], "handed back to the scheduler", now)
-            self._watch.set()
-        self._handed_back.update(uids)
-        return uids
-
-    def running(self) -> list[JobStarted]:
-        """The tasks running now, as started events (told again to a scheduler after a reconnect)."""
-        now = time.time()
-        events = []
-        for worker in self._workers:
-            index = worker.running_index()
-            if index >= 0 and worker.queue[index].task.uid not in self._handed_back:
-                held = worker.queue[index]
-                started_at = now - (time.monotonic() - held.started) if held.started is not None else now
-                events.append(JobStarted(held.task.uid, self.node_name, started_at))
-        return events
-
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
 
     def _estimate(self, cluster_id: str) -> float:
         return self._runtime.get(cluster_id, UNKNOWN_RUNTIME)
-
-    async def _watchdog(self) -> None:
-        """Look at the running tasks while any has a timeout or a pending cancel."""
-        while True:
-            if not any(needs_watching(worker) for worker in self._workers):
-                await self._watch.wait()
-                self._watch = trio.Event()
-                continue
-            now = time.monotonic()
-            for worker in list(self._workers):
-                if worker.alive:
-                    check_worker(worker, now)
-            await trio.sleep(WATCH_INTERVAL)
 
     # --- handing out tasks ----------------------------------------------------
 
@@ -352,18 +245,6 @@ class WorkerPool:
             provisional, self._provisional = self._provisional, []
             files, self._files = self._files, []
             self._on_progress(started, results, provisional, files)
-
-    def _failure(self, task: Task, reason: str, now: float) -> JobResult:
-        return JobResult(
-            task.uid,
-            "FAILED",
-            cloudpickle.dumps(RuntimeError(reason)),
-            traceback=reason,
-            reason=reason,
-            started_at=now,
-            finished_at=time.time(),
-            node=self.node_name,
-        )
 
     def _task_done(self, cluster_id: str) -> None:
         left = self._outstanding.get(cluster_id, 1) - 1
@@ -508,36 +389,3 @@ class WorkerPool:
             worker.queued_estimate = 0.0  # no drift from float sums
         self._dispatch()
         self._emit()
-
-    def _on_death(self, worker: WorkerHandle) -> None:
-        worker.alive = False
-        self._workers.remove(worker)
-        self._deaths += 1
-        if worker.kill is None:  # (a kill of ours was logged with its job when it was sent)
-            running = worker.running_index()
-            culprit = job_fields(worker, worker.queue[running].task) if running >= 0 else {}
-            log.warning("worker died", pid=worker.process.pid, reason=death_reason(worker.process.returncode),
-                        held=len(worker.queue), **culprit)
-        ended, again = death_outcome(worker)
-        if self._handed_back:  # the scheduler has those back: they end (here) without a word
-            gone = [task for task, _ in ended if task.uid in self._handed_back]
-            gone += [task for task in again if task.uid in self._handed_back]
-            ended = [(task, reason) for task, reason in ended if task.uid not in self._handed_back]
-            again = [task for task in again if task.uid not in self._handed_back]
-            for task in gone:
-                self._done += 1
-                self._task_done(task.cluster_id)
-        worker.queue.clear()
-        if worker.counter is not None:
-            worker.counter.close()
-        self._queue.extendleft(reversed(again))  # first in line for the next worker
-        now = time.time()
-        for task, reason in ended:
-            self._results.append(self._failure(task, reason, now))
-            self._done += 1
-            self._task_done(task.cluster_id)
-        for cluster_id in list(worker.releases):
-            self._release_done(worker, cluster_id)
-        self._dispatch()
-        self._emit()
-
