@@ -12,9 +12,9 @@ Two measurements per policy, both on the real code, no processes:
   ``next_jobs`` alone (``decide``); CPU time, because on a shared machine the
   time spent descheduled is not the policy's (the wall-clock rate of the
   whole loop is shown beside). Placement is a counter of free slots, called
-  as the scheduler calls it: ``next_jobs`` without a limit, so a round with
-  one free slot asks the policy twice, the second time for a job that
-  placement answers FULL.
+  as the scheduler calls it: ``next_jobs`` limited to the free slots
+  (``--no-limit``: without one, so that a round with one free slot asks the
+  policy twice, the second time for a job that placement answers FULL).
 - **simulator** (the whole scheduler): ``scheduler.simulator.Simulator``
   (the real ``SchedulerState``, driven by fake nodes and clients) on 1,000
   backlogged tenants x 100 jobs, 32 nodes x 8 cpus, runtimes uniform 0.5-1.5 s,
@@ -27,8 +27,7 @@ Two measurements per policy, both on the real code, no processes:
 
 ``--profile POLICY`` runs the dispatcher measurement under cProfile and prints
 the top functions by own and by cumulative time (the steady state only).
-``--limit-to-room`` passes ``next_jobs`` the free slots as its limit, which
-the scheduler does not do today: what that would save. Figures only; nothing is asserted. The target
+Figures only; nothing is asserted. The target
 (issue 5): >= 100,000 decisions/s.
 
     .venv/bin/python bench/decisions.py
@@ -111,10 +110,10 @@ def tenant_configs(tenants: int) -> dict[str, TenantConfig]:
 
 def measure_dispatcher(policy_name: str, *, tenants: int, queued: int, slots: int, decisions: int,
                        seed: int = 1, profiler: cProfile.Profile | None = None,
-                       limit_to_room: bool = False) -> PolicyFigures:
+                       limit_to_room: bool = True) -> PolicyFigures:
     """Steady state: every decision follows one job's end and its tenant's replacement submit.
 
-    ``limit_to_room``: pass ``next_jobs`` the free slots as its ``limit`` (the scheduler does not).
+    ``limit_to_room``: pass ``next_jobs`` the free slots as its ``limit``, as the scheduler does.
     """
     configs = tenant_configs(tenants)
     dispatcher = Dispatcher(make_policy(policy_name), configs, Resources(float(slots)))
@@ -207,8 +206,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="dispatcher measurements; the best is shown")
     parser.add_argument("--sim-seconds", type=float, default=60.0, help="simulated seconds (0: no simulator run)")
     parser.add_argument("--profile", metavar="POLICY", help="cProfile the dispatcher measurement of POLICY")
-    parser.add_argument("--limit-to-room", action="store_true",
-                        help="dispatcher: pass next_jobs the free slots as its limit (the scheduler does not)")
+    parser.add_argument("--no-limit", dest="limit_to_room", action="store_false",
+                        help="dispatcher: call next_jobs without a limit (the scheduler passes the free slots)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     args.policy_list = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.tenants} tenants x {args.queued} queued jobs, {args.slots} slots; dispatcher: "
           f"{args.decisions:,} decisions, best of {args.repeat}; simulator: {args.sim_seconds:g} simulated s "
           f"on {args.slots // 8} nodes x 8 cpus"
-          + ("; next_jobs limited to the free slots" if args.limit_to_room else ""), flush=True)
+          + ("" if args.limit_to_room else "; next_jobs without a limit"), flush=True)
     results: list[PolicyFigures] = []
     sim_problems: dict[str, list[str]] = {}
     for name in args.policy_list:

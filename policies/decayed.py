@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .core import PolicyBase, RunningJob
+from .core import NO_HEAD, PolicyBase, RunningJob
 from .heap import Key
 from .options import Option
 from .resources import Resources
@@ -40,12 +40,13 @@ _REBASE = 40.0  # half-lives between rebases: 2^40 keeps plenty of float precisi
 class _Usage:
     """A tree node's scaled usage ``u`` at time ``t``, growing at ``rate`` (its subtree's)."""
 
-    __slots__ = ("u", "rate", "t", "running")
+    __slots__ = ("u", "rate", "t", "g", "running")
 
-    def __init__(self, t: float) -> None:
+    def __init__(self, t: float, g: float) -> None:
         self.u = 0.0
         self.rate = 0.0
         self.t = t
+        self.g = g  # the scale 2^((t - t0)/H) at t: a key need not compute it again
         self.running = 0
 
 
@@ -73,31 +74,38 @@ class DecayedUsagePolicy(PolicyBase):
         self._nodes: dict[str, _Usage] = {}
         self._depth = 1
         self._carried: dict[str, float] = {}
+        self._scale_at: tuple[float, float] = (math.nan, 1.0)  # (t, 2^((t - t0)/H)): one exp2 per time
+        self._per_scale = half_life / math.log(2)
 
     # --- scaled usage -------------------------------------------------------
 
     def _grow(self, t: float) -> float:
-        return math.exp2((t - self._t0) / self.half_life)
+        at, scale = self._scale_at
+        if t != at:
+            scale = math.exp2((t - self._t0) / self.half_life)
+            self._scale_at = (t, scale)
+        return scale
 
     def _value(self, name: str, t: float) -> float:
         node = self._nodes.get(name)
         if node is None:
             return 0.0
         if node.rate and t > node.t:
-            return node.u + node.rate * self.half_life / math.log(2) * (self._grow(t) - self._grow(node.t))
+            return node.u + node.rate * self._per_scale * (self._grow(t) - node.g)
         return node.u
 
     def _node(self, name: str, t: float) -> _Usage:
         node = self._nodes.get(name)
         if node is None:
-            node = self._nodes[name] = _Usage(t)
+            node = self._nodes[name] = _Usage(t, self._grow(t))
         return node
 
     def _settle(self, name: str, t: float) -> _Usage:
         node = self._node(name, t)
-        t = max(t, node.t)
-        node.u = self._value(name, t)
-        node.t = t
+        if t > node.t:
+            node.u = self._value(name, t)
+            node.t = t
+            node.g = self._grow(t)
         return node
 
     def _add_rate(self, tenant: str, rate: float, count: int, t: float) -> None:
@@ -115,6 +123,7 @@ class DecayedUsagePolicy(PolicyBase):
             return
         own = self._own_usage(t)
         self._t0 = t
+        self._scale_at = (math.nan, 1.0)
         self._load_usage(own, t)
         self._rebuild()
 
@@ -160,7 +169,19 @@ class DecayedUsagePolicy(PolicyBase):
     def _key(self, tenant: str) -> Key:
         t = self._rel(self._now)
         if self.ranking_mode == "classic":
-            return (self._value(tenant, t) / self.tree.share(tenant), *self.head_order(tenant))
+            # U/w orders tenants as U/S does (S = w / the total weight) and does not move when a
+            # tenant joins; _value and head_order inlined: every decision computes several keys
+            node = self._nodes.get(tenant)
+            if node is None:
+                usage = 0.0
+            elif node.rate and t > node.t:
+                usage = node.u + node.rate * self._per_scale * (self._grow(t) - node.g)
+            else:
+                usage = node.u
+            state = self._tenants.get(tenant)
+            head = state.queue.first if state is not None else None
+            order = (head[0], head[1]) if head is not None else NO_HEAD
+            return (usage / self.tree.weight(tenant), *order)
         path = self.tree.path(tenant)
         levels = [self._value(name, t) / self.tree.level_share(name) for name in path]
         levels += [0.0] * (self._depth - len(levels))
@@ -223,6 +244,7 @@ class DecayedUsagePolicy(PolicyBase):
         decay = math.exp2(-max(now - at, 0.0) / self.half_life)  # usage decays across the downtime
         own = {str(name): float(usage) * decay for name, usage in dict(state["usage"]).items()}
         self._t0 = self._rel(now)
+        self._scale_at = (math.nan, 1.0)
         self._load_usage(own, self._t0)
 
 
