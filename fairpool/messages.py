@@ -3,7 +3,9 @@
 Messages are frozen msgspec structs encoded as msgpack arrays (positional,
 tagged by class name). Control data is never pickled; tenant data (functions,
 arguments, results) travels as opaque ``bytes`` fields that only node workers
-unpickle (SPEC promise 5).
+unpickle (SPEC promise 5). Received in a large frame, such a field is a
+read-only ``memoryview`` into the frame rather than ``bytes`` (see
+``fairpool.largefields``): treat it as bytes-like, not as ``bytes``.
 
 Who sends what:
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from fairpool.largefields import Buffer
 from fairpool.messages import Message
-from fairpool.protocol import encode_frames
+from fairpool.protocol import encode_frame_parts
 
 if TYPE_CHECKING:
     from fairpool.wire import MessageStream
@@ -31,9 +32,9 @@ class Outbox:
         self._wakeup = trio.Event()
         self._closing = False
         self._fd = -1  # the socket's descriptor while the writer runs on a plain socket stream
-        # bytes a shortcut could not send: the writer sends them first (a view: a large frame's
-        # rest is not copied)
-        self._backlog: bytes | memoryview = b""
+        # what a shortcut could not send: the writer sends it first (views and large payloads as
+        # they are: nothing copied)
+        self._backlog: list[Buffer] = []
         self._sending = False
         self._lock = threading.Lock()
         self.sent_batches = 0
@@ -72,10 +73,14 @@ class Outbox:
                 self._wakeup.set()
                 return
             items, self._items = self._items, []
-            if self._write(encode_frames(items)):
+            parts = encode_frame_parts(items)
+            if len(parts) > 1:  # large payloads: one piece after another, left to the writer
+                self._backlog = parts
+                self._wakeup.set()
+            elif self._write(parts[0]):
                 self._wakeup.set()
 
-    def _write(self, data: bytearray) -> bool:
+    def _write(self, data: Buffer) -> bool:
         """Write without blocking (the lock held); True if a backlog is left for the writer."""
         try:
             sent = os.write(self._fd, data)
@@ -85,7 +90,7 @@ class Outbox:
             sent = 0  # a broken connection: the writer's own send reports it
         self.sent_batches += 1
         if sent < len(data):
-            self._backlog = memoryview(data)[sent:]
+            self._backlog = [memoryview(data)[sent:]]
             return True
         return False
 
@@ -100,17 +105,16 @@ class Outbox:
                 self._wakeup = trio.Event()
                 with self._lock:
                     items, self._items = self._items, []
-                    backlog, self._backlog = self._backlog, b""
-                    data = encode_frames(items) if items else b""
-                    sending = self._sending = bool(backlog or data)
+                    backlog, self._backlog = self._backlog, []
+                    parts = backlog + encode_frame_parts(items) if items else backlog
+                    sending = self._sending = bool(parts)
                 if sending:
                     self.sent_batches += 1
                     try:
-                        # Two sends rather than one of the two joined: no copy of a large frame.
-                        if backlog:
-                            await stream.send_bytes(backlog)
-                        if data:
-                            await stream.send_bytes(data)
+                        # One send per piece rather than one of them joined: no copy of a large frame.
+                        for part in parts:
+                            if part:
+                                await stream.send_bytes(part)
                     finally:
                         self._sending = False
                 if self._closing and not self._items:

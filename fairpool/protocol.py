@@ -10,7 +10,9 @@ malformed input) is tested with plain synchronous tests.
 from __future__ import annotations
 
 import struct
+from typing import cast
 
+from fairpool.largefields import Buffer, decode_views, encode_parts, holds_large
 from fairpool.messages import AnyMessage, Message, MessageError, decode, encode, encode_into
 
 HEADER = struct.Struct(">I")
@@ -47,6 +49,33 @@ def encode_frames(messages: list[Message] | tuple[Message, ...]) -> bytearray:
         encode_into(message, buffer, start + HEADER.size)
         HEADER.pack_into(buffer, start, len(buffer) - start - HEADER.size)
     return buffer
+
+
+def encode_frame_parts(messages: list[Message] | tuple[Message, ...], large: int = LARGE_FRAME) -> list[Buffer]:
+    """``encode_frames(messages)`` as pieces to send one after the other (``sendmsg``, ``writev``):
+    the same bytes on the wire, but each payload field of ``large`` bytes or more is a piece of its
+    own, the field's value itself, never copied into a frame.
+
+    Such a message is encoded in pieces (``fairpool.largefields.encode_parts``): the same bytes,
+    cut around its large fields. Messages without one go into a shared buffer as before.
+    """
+    parts: list[Buffer] = []
+    buffer = bytearray()
+    for message in messages:
+        if not holds_large(message, large):
+            start = len(buffer)
+            encode_into(message, buffer, start + HEADER.size)
+            HEADER.pack_into(buffer, start, len(buffer) - start - HEADER.size)
+            continue
+        pieces = encode_parts(message, large)
+        buffer += HEADER.pack(sum(len(piece) for piece in pieces))
+        buffer += pieces[0]
+        for at in range(1, len(pieces), 2):
+            parts += (buffer, pieces[at])
+            buffer = cast(bytearray, pieces[at + 1])
+    if buffer or not parts:
+        parts.append(buffer)
+    return parts
 
 
 class FrameDecoder:
@@ -176,7 +205,11 @@ class Connection:
         messages: list[AnyMessage] = []
         for body in frames:
             try:
-                messages.append(decode(body))
+                if len(body) >= self._frames.large_frame:
+                    # The payload is a view of the frame (no copy), if it is most of it (else copied out).
+                    messages.append(decode_views(body, len(body) // 2))
+                else:
+                    messages.append(decode(body))
             except MessageError as exc:
                 raise ProtocolError(str(exc)) from None
         return messages

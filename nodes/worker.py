@@ -64,9 +64,8 @@ from fairpool.messages import (
     ReleaseCluster,
     Task,
     WorkerReady,
-    encode,
 )
-from fairpool.protocol import HEADER, Connection, ProtocolError, encode_frames
+from fairpool.protocol import Connection, ProtocolError, encode_frame_parts
 
 from .jobs import ClusterRuntime, failed_result
 from .proctree import ProcessTree, become_subreaper, reap_orphans
@@ -81,8 +80,6 @@ MAX_BATCH_DELAY = 0.002
 #: what is pending: those results must not wait behind it.
 FLUSH_BEFORE_RUNTIME = 0.0005
 RECEIVE_SIZE = 256 * 1024
-#: Results whose payloads take this many bytes are sent without joining their frame into one buffer.
-LARGE_FRAME = 1024 * 1024
 #: Between jobs, look for new tasks at least every this many jobs.
 POLL_EVERY = 16
 #: Layout of the shared counter: ordinal + 1 of the task started last (0: none), little-endian u64.
@@ -204,26 +201,19 @@ class Worker:
     def flush(self) -> None:
         if self.pending:
             results, self.pending = self.pending, []
-            large = self.pending_bytes >= LARGE_FRAME
             self.pending_bytes = 0
-            self._send([NodeProgress([], results)], large=large)
+            self._send([NodeProgress([], results)])
 
     def send_now(self, message: Message) -> None:
         """Send a job's message (provisional result, file chunk) at once, from any thread."""
         self._send([message])
 
-    def _send(self, messages: list[Message], *, large: bool = False) -> None:
-        if large:
-            # Large results: the frame's header and body go out as they are, not joined in a copy.
-            (message,) = messages
-            body = encode(message)
-            with self.send_lock:
-                self.sock.sendall(HEADER.pack(len(body)))
-                self.sock.sendall(body)
-            return
-        data = encode_frames(messages)
+    def _send(self, messages: list[Message]) -> None:
+        # Large results go out as they are, after their frame's start: not copied into a frame.
+        parts = encode_frame_parts(messages)
         with self.send_lock:
-            self.sock.sendall(data)
+            for part in parts:
+                self.sock.sendall(part)
 
     def _receive(self, *, block: bool) -> None:
         """Read what the node sent: wait for something if ``block``, else take only what is there."""

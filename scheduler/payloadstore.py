@@ -44,9 +44,10 @@ from pathlib import Path
 
 import structlog
 
+from fairpool.largefields import Buffer, encode_parts
 from fairpool.messages import JobResult
 from fairpool.scheduler.journal import HEADER, JournalCorrupt
-from fairpool.scheduler.journalrecords import PayloadRef, RecordError, decode_result, encode_result
+from fairpool.scheduler.journalrecords import PayloadRef, RecordError, decode_result
 
 log = structlog.get_logger("fairpool.scheduler.journal")
 
@@ -61,7 +62,9 @@ WRITE_ALONE = 1 << 20
 KINDS = ("cluster", "job", "result")
 _NAME = re.compile(r"seg-(\d{6,})\.dat")
 
-Source = bytes | JobResult
+#: What a payload is made from: a job's or a cluster's bytes (a ``memoryview`` when it came in a large
+#: frame: see ``fairpool.largefields.decode_views``), or a result, encoded when it is put.
+Source = bytes | memoryview | JobResult
 
 
 class _Index:
@@ -149,7 +152,7 @@ class _Segment:
         self.number = number
         self.path = path
         self.size = size  # written or buffered
-        self.pending: list[bytes] = []  # frames put, not yet written
+        self.pending: list[Buffer] = []  # frames put, not yet written
         self.fd = -1
         self.unsynced = False  # written since the last fsync
 
@@ -213,17 +216,22 @@ class PayloadStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def put(self, kind: str, key: str, data: bytes, source: Source) -> PayloadRef:
-        """Buffer ``data`` (made from ``source``) as the payload ``kind``/``key``: durable after ``sync``."""
+    def put(self, kind: str, key: str, data: bytes | memoryview | list[Buffer], source: Source) -> PayloadRef:
+        """Buffer ``data`` (made from ``source``; pieces to be joined, if a list) as the payload
+        ``kind``/``key``: durable after ``sync``."""
+        pieces = data if isinstance(data, list) else [data]
+        length = sum(len(piece) for piece in pieces)
         segment = self._current
-        framed = HEADER.size + len(data)
+        framed = HEADER.size + length
         if segment.size and segment.size + framed > self.segment_bytes:
             segment = self._roll()
-        crc = zlib.crc32(data)
-        ref = PayloadRef(segment.number, segment.size, len(data), crc)
+        crc = 0
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
+        ref = PayloadRef(segment.number, segment.size, length, crc)
         if not segment.pending:
             self._dirty[segment.number] = segment
-        segment.pending += (HEADER.pack(len(data), crc), data)
+        segment.pending += (HEADER.pack(length, crc), *pieces)
         segment.size += framed
         self._bytes += framed
         self._index.set(kind, key, ref, source)
@@ -238,7 +246,11 @@ class PayloadStore:
             if self._used is not None:
                 self._used.set(kind, key, ref, source)  # (the state's object: known by identity next time)
             return ref
-        return self.put(kind, key, source if isinstance(source, bytes) else encode_result(source), source)
+        if isinstance(source, JobResult):
+            # The result's encoding in pieces, a large payload among them as it is (not copied into
+            # one bytes): ``encode_result``'s bytes, written as they lie.
+            return self.put(kind, key, encode_parts(source, WRITE_ALONE), source)
+        return self.put(kind, key, source, source)
 
     def _held(self, kind: str, key: str, source: Source) -> PayloadRef | None:
         """The reference of what the store holds as ``kind``/``key``, if that is ``source``."""
@@ -246,7 +258,7 @@ class PayloadStore:
         if ref is None:
             return None
         held = self._index.sources[kind][key]
-        if held is source or (isinstance(source, bytes) and ref.length == len(source)
+        if held is source or (not isinstance(source, JobResult) and ref.length == len(source)
                               and ref.crc == zlib.crc32(source)):
             return ref
         return None
@@ -452,10 +464,10 @@ class PayloadStore:
                 segment.fd = -1
 
 
-def _write_all(fd: int, pieces: list[bytes]) -> None:
+def _write_all(fd: int, pieces: list[Buffer]) -> None:
     """Write ``pieces`` in order: small ones joined (one write for many), a large one as it lies
     (joining it would copy it whole once more)."""
-    batch: list[bytes] = []
+    batch: list[Buffer] = []
     for piece in pieces:
         if len(piece) >= WRITE_ALONE:
             _write_view(fd, memoryview(b"".join(batch)))

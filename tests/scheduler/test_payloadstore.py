@@ -8,6 +8,7 @@ crashes: test_payload_replay.py.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from fairpool.scheduler.journalrecords import (
     RJobsQueuedRef,
     RResults,
     RResultsRef,
+    decode_result,
+    encode_result,
     payload_refs,
 )
 from fairpool.scheduler.journalwriter import JournalWriter
@@ -119,6 +122,29 @@ def test_place_returns_the_reference_already_held_for_the_same_payload(tmp_path:
     assert store.place("job", "c1.0", bytes(payload)) == ref  # an equal copy: same crc and length
     assert store.place("job", "c1.0", big("b", 64)) != ref  # the uid was reused for other arguments
     assert store.size == 2 * (HEADER.size + 64)
+
+
+def test_a_payload_that_is_a_view_of_its_frame_is_placed_known_again_and_read_back(tmp_path: Path) -> None:
+    """A large frame's payload reaches the store as a memoryview into the frame (decode_views)."""
+    store = opened(tmp_path)
+    frame = bytearray(b"head" + big("v", 2 << 20) + b"tail")
+    view = memoryview(frame)[4:-4].toreadonly()
+    ref = store.place("job", "c1.0", view)
+    assert store.place("job", "c1.0", view) == ref
+    assert store.place("job", "c1.0", view.tobytes()) == ref  # an equal copy: same crc and length
+    store.sync()
+    assert store.read(ref) == big("v", 2 << 20)
+
+
+def test_a_result_with_a_large_payload_is_stored_as_encode_result_writes_it(tmp_path: Path) -> None:
+    """The result's encoding is put in pieces around its payload (not joined): the same bytes."""
+    result = JobResult("c1.0", "FINISHED", big("r", 3 << 20), stdout="out", finished_at=2.5)
+    store = opened(tmp_path)
+    ref = store.place("result", "c1.0", result)
+    store.sync()
+    assert store.read(ref) == encode_result(result)
+    assert decode_result(store.read(ref)) == result
+    assert (ref.length, ref.crc) == (len(encode_result(result)), zlib.crc32(encode_result(result)))
 
 
 # --- opening after a crash ------------------------------------------------------------------

@@ -86,6 +86,21 @@ async def test_a_large_frame_the_socket_does_not_take_at_once_arrives_whole_afte
         assert peer.got == [large, Heartbeat(2.0)]
 
 
+async def test_messages_with_large_payloads_sent_beside_their_frames_arrive_whole_and_in_order() -> None:
+    """``flush_now`` leaves a frame in pieces (a large payload sent as it is) to the writer, in order."""
+    payloads = [bytes([i]) * (3 << 20) for i in range(2)]  # over LARGE_FRAME: each a piece of its own
+    results = [NodeProgress([], [JobResult(f"u{i}", "FINISHED", p)]) for i, p in enumerate(payloads)]
+    async with writing() as (outbox, peer, _):
+        outbox.put_quietly(Heartbeat(1.0))
+        outbox.put_quietly(results[0])
+        outbox.flush_now()
+        outbox.put_quietly(Heartbeat(2.0))
+        outbox.flush_now()  # behind the pieces left to the writer
+        outbox.put(results[1])
+        await peer.read_until(4)
+        assert peer.got == [Heartbeat(1.0), results[0], Heartbeat(2.0), results[1]]
+
+
 async def test_flush_now_on_a_stream_that_is_not_a_plain_socket_leaves_it_to_the_writer() -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     outbox = Outbox()
