@@ -15,6 +15,7 @@ from fairpool.messages import (
     Queued,
     ReleaseCluster,
 )
+from fairpool.scheduler.events import Send
 
 if TYPE_CHECKING:
     from conftest import StateDriver
@@ -182,7 +183,7 @@ def test_reopening_from_a_new_connection_resends_unacknowledged_results_and_runn
     assert out.messages(again, ClusterOpened) == [ClusterOpened("c1")]
     assert sorted(r.uid for r in out.results(again)) == ["c1.1", "c1.2"]
     assert [(s.uid, s.node) for s in out.started(again)] == [("c1.3", "n1")]
-    sends = [i.message for i in out]
+    sends = [i.message for i in out if isinstance(i, Send)]
     assert sends.index(ClusterOpened("c1")) < next(n for n, m in enumerate(sends) if isinstance(m, JobsUpdate))
 
 
