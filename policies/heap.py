@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Set
+from typing import Any
 
 Key = tuple[float, ...]
+_Entry = tuple[Any, ...]  # (*key, counter, tenant)
 
 
 class TenantHeap:
@@ -25,8 +27,10 @@ class TenantHeap:
 
     def __init__(self, key: Callable[[str], Key]) -> None:
         self._key = key
-        self._heap: list[tuple[Key, int, str]] = []
-        self._live: dict[str, tuple[Key, int, str]] = {}  # tenant -> its one live entry
+        # An entry is the key with (counter, tenant) appended, flat: heap operations compare
+        # entries, and flat tuples compare faster than nested ones.
+        self._heap: list[_Entry] = []
+        self._live: dict[str, _Entry] = {}  # tenant -> its one live entry
         self._counter = 0
         self.aside: list[str] = []  # popped this round because the caller skips them (read-only outside)
 
@@ -40,7 +44,7 @@ class TenantHeap:
         """(Re)insert with the tenant's current key (``key``: already computed); an older entry
         becomes stale."""
         self._counter += 1
-        entry = (self._key(tenant) if key is None else key, self._counter, tenant)
+        entry = (self._key(tenant) if key is None else key) + (self._counter, tenant)
         self._live[tenant] = entry
         heapq.heappush(self._heap, entry)
         if not self._counter & 63 and len(self._heap) > 2 * len(self._live) + 64:
@@ -51,7 +55,7 @@ class TenantHeap:
         its entry's (a grown key is found out when the entry surfaces)."""
         key = self._key(tenant)
         entry = self._live.get(tenant)
-        if entry is None or key < entry[0]:
+        if entry is None or key < entry[:-2]:
             self.push(tenant, key)
 
     def discard(self, tenant: str) -> None:
@@ -63,7 +67,7 @@ class TenantHeap:
         self.aside.clear()
         for tenant in tenants:
             self._counter += 1
-            entry = (self._key(tenant), self._counter, tenant)
+            entry = self._key(tenant) + (self._counter, tenant)
             self._live[tenant] = entry
             self._heap.append(entry)
         heapq.heapify(self._heap)
@@ -77,14 +81,14 @@ class TenantHeap:
         heap, live = self._heap, self._live
         while heap:
             entry = heap[0]
-            tenant = entry[2]
+            tenant: str = entry[-1]
             if live.get(tenant) is not entry:
                 heapq.heappop(heap)
                 continue
             fresh = self._key(tenant)
-            if fresh > entry[0]:  # grew since it was pushed: not known to be the smallest yet
+            if fresh > entry[:-2]:  # grew since it was pushed: not known to be the smallest yet
                 self._counter += 1
-                entry = live[tenant] = (fresh, self._counter, tenant)
+                entry = live[tenant] = fresh + (self._counter, tenant)
                 heapq.heapreplace(heap, entry)
                 continue
             heapq.heappop(heap)
@@ -98,9 +102,9 @@ class TenantHeap:
     def peek_key(self) -> Key | None:
         """A lower bound of every live entry's key (None: empty); stale entries on top are dropped."""
         heap, live = self._heap, self._live
-        while heap and live.get(heap[0][2]) is not heap[0]:
+        while heap and live.get(heap[0][-1]) is not heap[0]:
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return heap[0][:-2] if heap else None
 
     def set_aside(self, tenant: str) -> None:
         self.discard(tenant)
@@ -117,5 +121,5 @@ class TenantHeap:
 
     def _compact(self) -> None:
         live = self._live
-        self._heap = [e for e in self._heap if live.get(e[2]) is e]
+        self._heap = [e for e in self._heap if live.get(e[-1]) is e]
         heapq.heapify(self._heap)
