@@ -27,6 +27,7 @@ from .core import NO_HEAD, PolicyBase, RunningJob, TenantState
 from .estimates import Overrun
 from .heap import Key
 from .options import Option
+from .resources import Resources, below
 
 
 class _Account:
@@ -37,14 +38,15 @@ class _Account:
     policy file changes.
     """
 
-    __slots__ = ("tag", "estimated", "overrun", "weight", "vclass")
+    __slots__ = ("tag", "estimated", "overrun", "weight", "vclass", "minimum")
 
-    def __init__(self, tag: float, weight: float, vclass: int) -> None:
+    def __init__(self, tag: float, weight: float, vclass: int, minimum: Resources | None) -> None:
         self.tag = tag
         self.estimated = 0.0  # estimated charges of its running jobs
         self.overrun = Overrun()
         self.weight = weight
         self.vclass = vclass
+        self.minimum = minimum  # priority's min guarantee
 
 
 class FairSharePolicy(PolicyBase):
@@ -60,11 +62,18 @@ class FairSharePolicy(PolicyBase):
         self._vtime: dict[int, float] = {}  # per class: priority's tiers keep their own
         self._vtime_dispatched: dict[int, float] = {}  # the tags at dispatch, estimates included
 
+    # priority: keys start with (below its min guarantee? 0 : 1, -tier), the tier being the class
+    tiered: ClassVar[bool] = False
+
     def _vclass(self, tenant: str) -> int:
         return 0
 
+    def _minimum(self, tenant: str) -> Resources | None:
+        return None
+
     def _account(self, tenant: str, tag: float) -> _Account:
-        account = self._accounts[tenant] = _Account(tag, self.tree.weight(tenant), self._vclass(tenant))
+        account = self._accounts[tenant] = _Account(tag, self.tree.weight(tenant), self._vclass(tenant),
+                                                    self._minimum(tenant))
         state = self._tenants.get(tenant)
         if state is not None:
             state.books = account
@@ -77,6 +86,7 @@ class FairSharePolicy(PolicyBase):
         for tenant, account in self._accounts.items():
             account.weight = self.tree.weight(tenant)
             account.vclass = self._vclass(tenant)
+            account.minimum = self._minimum(tenant)
 
     def tag(self, tenant: str) -> float:
         """``F_i`` now, the excess of jobs past their estimate included."""
@@ -100,7 +110,16 @@ class FairSharePolicy(PolicyBase):
                 if excess:
                     tag += excess / account.weight
         head = state.queue.first if state is not None else None
-        return (tag, head[0], head[1]) if head is not None else (tag, *NO_HEAD)
+        key = (tag, head[0], head[1]) if head is not None else (tag, *NO_HEAD)
+        if not self.tiered:
+            return key
+        # a finish can make a tenant guaranteed again: PolicyBase reconsiders it after every finish
+        if account is None:
+            minimum, tier = self._minimum(tenant), self._vclass(tenant)
+        else:
+            minimum, tier = account.minimum, account.vclass
+        guaranteed = minimum is not None and below(self.allocation(tenant), minimum)
+        return (0.0 if guaranteed else 1.0, -tier, *key)
 
     def _on_backlogged(self, tenant: str) -> None:
         account = self._accounts.get(tenant)

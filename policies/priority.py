@@ -13,12 +13,12 @@ the guarantee names) goes first, whatever its tier. ``max`` caps and
 from __future__ import annotations
 
 from .fairshare import FairSharePolicy
-from .heap import Key
-from .resources import below
+from .resources import Resources, below
 
 
 class PriorityPolicy(FairSharePolicy):
     name = "priority"
+    tiered = True
 
     def _vclass(self, tenant: str) -> int:
         return self.tree.config(tenant).tier
@@ -28,12 +28,8 @@ class PriorityPolicy(FairSharePolicy):
         minimum = self.tree.config(tenant).min
         return minimum is not None and below(self.allocation(tenant), minimum)
 
-    def _key(self, tenant: str) -> Key:
-        # a finish can make a tenant guaranteed again: PolicyBase pushes it after every finish
-        config = self.tree.config(tenant)
-        minimum = config.min
-        guaranteed = minimum is not None and below(self.allocation(tenant), minimum)
-        return (0.0 if guaranteed else 1.0, -config.tier, *super()._key(tenant))
+    def _minimum(self, tenant: str) -> Resources | None:
+        return self.tree.config(tenant).min
 
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         config = self.tree.config(tenant)
