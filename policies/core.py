@@ -322,9 +322,12 @@ class PolicyBase:
                 else:
                     # The common case, one tenant taking several slots in a row: if its key is
                     # still no bigger than a lower bound of every other key, it is the smallest.
-                    key = self._key(current)
                     bound = self._heap.peek_key()
-                    if bound is None or key <= bound:
+                    if bound is None:  # no other tenant waits
+                        self._current = current
+                        return current
+                    key = self._key(current)
+                    if key <= bound:
                         self._current = current
                         return current
                     self._heap.push(current, key)

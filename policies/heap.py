@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Set
 from typing import Any
 
 Key = tuple[float, ...]
+_LOWEST: Key = (float("-inf"),)  # below every key
 _Entry = tuple[Any, ...]  # (*key, counter, tenant)
 
 
@@ -44,7 +45,11 @@ class TenantHeap:
         """(Re)insert with the tenant's current key (``key``: already computed); an older entry
         becomes stale."""
         self._counter += 1
-        entry = (self._key(tenant) if key is None else key) + (self._counter, tenant)
+        if key is None:
+            # Alone, a tenant needs no key: any lower bound will do until another joins, and
+            # a lone tenant (one client on the pool) then costs no key computation at all.
+            key = self._key(tenant) if self._live else _LOWEST
+        entry = key + (self._counter, tenant)
         self._live[tenant] = entry
         heapq.heappush(self._heap, entry)
         if not self._counter & 63 and len(self._heap) > 2 * len(self._live) + 64:
@@ -53,10 +58,13 @@ class TenantHeap:
     def lower(self, tenant: str) -> None:
         """The tenant's key may have changed either way: a new entry only if it dropped below
         its entry's (a grown key is found out when the entry surfaces)."""
-        key = self._key(tenant)
         entry = self._live.get(tenant)
-        if entry is None or key < entry[:-2]:
-            self.push(tenant, key)
+        if entry is None:
+            self.push(tenant)
+        elif entry[0] != _LOWEST[0]:  # (an entry at the lowest bound cannot be lowered)
+            key = self._key(tenant)
+            if key < entry[:-2]:
+                self.push(tenant, key)
 
     def discard(self, tenant: str) -> None:
         self._live.pop(tenant, None)
@@ -85,6 +93,13 @@ class TenantHeap:
             if live.get(tenant) is not entry:
                 heapq.heappop(heap)
                 continue
+            if len(live) == 1:  # alone: the smallest whatever its key
+                heapq.heappop(heap)
+                del live[tenant]
+                if tenant in skip:
+                    self.aside.append(tenant)
+                    continue
+                return tenant
             fresh = self._key(tenant)
             if fresh > entry[:-2]:  # grew since it was pushed: not known to be the smallest yet
                 self._counter += 1

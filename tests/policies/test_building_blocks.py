@@ -126,6 +126,55 @@ def test_the_lazy_heap_always_returns_the_smallest_current_key(start: list[int],
         heap.push(best)
 
 
+@settings(max_examples=500, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["grow", "change", "join", "leave", "pop"]),
+                              st.integers(0, 4), st.integers(-5, 5)), max_size=60))
+def test_the_lazy_heap_returns_the_smallest_as_tenants_come_and_go(ops: list[tuple[str, int, int]]) -> None:
+    keys: dict[str, float] = {}
+    present: set[str] = set()
+    heap = TenantHeap(lambda t: (keys[t],))
+    for op, index, delta in ops:
+        tenant = f"t{index}"
+        keys.setdefault(tenant, float(index))
+        if op == "grow":
+            keys[tenant] += abs(delta)  # a key that grows needs no word to the heap
+        elif op == "change":
+            keys[tenant] += delta
+            if tenant in present:
+                heap.lower(tenant)
+        elif op == "join" and tenant not in present:
+            heap.push(tenant)
+            present.add(tenant)
+        elif op == "leave":
+            heap.discard(tenant)
+            present.discard(tenant)
+        elif op == "pop":
+            best = heap.pop_best(set())
+            if not present:
+                assert best is None
+                continue
+            assert best is not None and keys[best] == min(keys[t] for t in present)
+            heap.push(best)
+
+
+def test_a_lone_tenant_costs_no_key_computation() -> None:
+    computed: list[str] = []
+
+    def key(tenant: str) -> tuple[float, ...]:
+        computed.append(tenant)
+        return (1.0,) if tenant == "a" else (0.5,)
+
+    heap = TenantHeap(key)
+    heap.push("a")
+    heap.lower("a")
+    assert heap.pop_best(set()) == "a"
+    heap.push("a")
+    assert computed == []
+    heap.push("b")  # a competitor: now keys decide
+    assert heap.pop_best(set()) == "b"
+    assert computed
+
+
 def test_tenants_skipped_this_round_come_back_with_restore_aside() -> None:
     keys = {"a": 1.0, "b": 2.0}
     heap = TenantHeap(lambda t: (keys[t],))
