@@ -19,6 +19,15 @@ needless:
 So a payload field of a message may be a read-only ``memoryview`` rather
 than ``bytes`` (both are bytes-like: ``len``, slicing, ``pickle.loads``,
 ``zlib.crc32`` and the encoder take either).
+
+On the sending side only, a large field may also hold ``Pieces``: a value
+in several buffers (a result's pickle and its out-of-band buffers, see
+``fairpool.payload.dumps_parts``), never joined. ``encode_parts`` writes
+their total length in the field's bin header and lays the buffers after it
+in order: the bytes on the wire are those of the joined value, and the
+receiver cannot tell. A ``Pieces`` is always sent as a large field, so it
+must be at least the ``large`` its encoder is given (``dumps_parts`` makes
+none under ``fairpool.protocol.LARGE_FRAME``).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import functools
 import operator
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
@@ -36,6 +45,33 @@ import msgspec
 from fairpool.messages import AnyMessage, Message, MessageError, encode
 
 Buffer = bytes | bytearray | memoryview
+
+
+class Pieces:
+    """A ``bytes`` field's value as buffers to send one after the other (``bytes(pieces)``: joined).
+
+    It stands where a message has a ``bytes`` field (typed as one by a ``cast``: msgspec checks
+    no type when a message is built) only on its way to ``encode_parts``; nothing decodes one.
+    The buffers are not copied: whoever made them must not change them until they are sent.
+    """
+
+    __slots__ = ("parts", "nbytes")
+
+    def __init__(self, parts: Iterable[Buffer]) -> None:
+        # As flat byte views, so that ``len`` of each is its size in bytes.
+        self.parts: tuple[Buffer, ...] = tuple(p if type(p) is bytes else memoryview(p).cast("B") for p in parts)
+        self.nbytes = sum(len(p) for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def is_pieces(value: object) -> bool:
+    """Whether ``value`` (a ``bytes`` field, as typed) is a ``Pieces``."""
+    return type(value) is Pieces
 
 
 # --- decoding: views ---------------------------------------------------------------------------
@@ -141,7 +177,7 @@ def holds_large(message: Message, large: int) -> bool:
     for name in _carriers.get(type(message), ()):
         field = getattr(message, name)
         kind = type(field)
-        if kind is bytes or kind is memoryview:
+        if kind is bytes or kind is memoryview or kind is Pieces:
             if len(field) >= large:
                 return True
         elif kind is list:
@@ -157,18 +193,18 @@ def holds_large(message: Message, large: int) -> bool:
     return False
 
 
-def hollow(message: Message, large: int) -> tuple[Message, list[tuple[bytes, bytes | memoryview]]]:
+def hollow(message: Message, large: int) -> tuple[Message, list[tuple[bytes, bytes | memoryview | Pieces]]]:
     """``message`` with each ``bytes`` field of ``large`` bytes or more replaced by a random
     16-byte placeholder, and the (placeholder, field value) pairs: the message itself, and no
     pair, if it holds no such field. (``fairpool.protocol`` encodes the hollow message and sends
     the values where their placeholders lie, without copying them into the frame.)"""
-    holes: list[tuple[bytes, bytes | memoryview]] = []
+    holes: list[tuple[bytes, bytes | memoryview | Pieces]] = []
     if not holds_large(message, large):
         return message, holes
     return _hollow(message, large, holes), holes
 
 
-def _hollow(value: Any, large: int, holes: list[tuple[bytes, bytes | memoryview]]) -> Any:
+def _hollow(value: Any, large: int, holes: list[tuple[bytes, bytes | memoryview | Pieces]]) -> Any:
     fields = _carriers.get(type(value))
     if fields:
         changes: dict[str, Any] = {}
@@ -178,8 +214,9 @@ def _hollow(value: Any, large: int, holes: list[tuple[bytes, bytes | memoryview]
             if new is not old:
                 changes[name] = new
         return msgspec.structs.replace(value, **changes) if changes else value
-    if isinstance(value, (bytes, memoryview)):
-        if large <= len(value) < 1 << 32:  # (msgpack bin 32: at most 4 GiB)
+    if isinstance(value, (bytes, memoryview, Pieces)):
+        # (msgpack bin 32: at most 4 GiB; a Pieces always goes in a hole: the encoder knows no such type)
+        if (large <= len(value) or type(value) is Pieces) and len(value) < 1 << 32:
             token = os.urandom(16)
             holes.append((token, value))
             return token
@@ -206,18 +243,24 @@ def _bin_header(length: int) -> bytes:
 
 def encode_parts(message: Message, large: int) -> list[Buffer]:
     """``encode(message)`` in pieces: ``[bytearray, field, bytearray, field, ..., bytearray]``, where each
-    ``field`` is the value (the very object) of a ``bytes`` field of ``large`` bytes or more, and each
-    bytearray the encoding between two of them (a bin header at its end). Joined, exactly ``encode``'s."""
+    ``field`` is the value (the very object) of a ``bytes`` field of ``large`` bytes or more (a ``Pieces``:
+    its buffers, one after the other), and each bytearray the encoding between two of them (a bin header
+    at its end). Joined, exactly ``encode``'s (of the message with each ``Pieces`` joined). The first and
+    the last piece are always such bytearrays."""
     shell, holes = hollow(message, large)
     body = encode(shell)
-    cuts = sorted((body.find(_BIN8_16 + token), value) for token, value in holes)
+    cuts = sorted(((body.find(_BIN8_16 + token), value) for token, value in holes), key=operator.itemgetter(0))
     if cuts and (cuts[0][0] < 0 or len({at for at, _ in cuts}) != len(cuts)):
         raise MessageError("a payload placeholder is missing from its message's encoding")
     pieces: list[Buffer] = []
     pos = 0
     with memoryview(body) as whole:
         for at, value in cuts:
-            pieces += (bytearray(whole[pos:at]) + _bin_header(len(value)), value)
+            pieces.append(bytearray(whole[pos:at]) + _bin_header(len(value)))
+            if isinstance(value, Pieces):
+                pieces += value.parts
+            else:
+                pieces.append(value)
             pos = at + _PLACEHOLDER
         pieces.append(bytearray(whole[pos:]))
     return pieces

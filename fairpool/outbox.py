@@ -26,6 +26,18 @@ if TYPE_CHECKING:
     from fairpool.wire import MessageStream
 
 
+#: On a stream that is not a plain socket (TLS), a larger piece is sent this many bytes at a time:
+#: trio's ``SSLStream.send_all`` encrypts all it is given into memory before it sends any of it
+#: (two more copies of a 200 MB payload at once: the encrypted bytes, and their read-out).
+TLS_SLICE = 1 << 20
+
+
+async def _send_sliced(stream: MessageStream, part: Buffer) -> None:
+    view = memoryview(part).cast("B")
+    for at in range(0, len(view), TLS_SLICE):
+        await stream.send_bytes(view[at:at + TLS_SLICE])  # (views: nothing copied)
+
+
 class Outbox:
     def __init__(self) -> None:
         self._items: list[Message] = []
@@ -96,6 +108,7 @@ class Outbox:
 
     async def run_writer(self, stream: MessageStream) -> None:
         """Send what is queued until closed, the stream breaks (ConnectionClosed) or we are cancelled."""
+        sliced = not isinstance(stream.stream, trio.SocketStream)  # (TLS: see TLS_SLICE)
         if isinstance(stream.stream, trio.SocketStream):
             with self._lock:
                 self._fd = stream.stream.socket.fileno()
@@ -113,7 +126,9 @@ class Outbox:
                     try:
                         # One send per piece rather than one of them joined: no copy of a large frame.
                         for part in parts:
-                            if part:
+                            if sliced and len(part) > TLS_SLICE:
+                                await _send_sliced(stream, part)
+                            elif part:
                                 await stream.send_bytes(part)
                     finally:
                         self._sending = False

@@ -23,6 +23,11 @@ A payload without out-of-band buffers is the plain pickle: its first byte is
 the PROTO opcode (0x80), never a layout version, and it is exactly what
 earlier versions wrote and read. Small buffers (under ``MIN_OUT_OF_BAND``
 bytes) stay in the pickle, where a copy costs less than the layout.
+
+``dumps`` joins the layout into one ``bytes`` (a snapshot: the client's
+arguments). ``dumps_parts`` leaves a large one in pieces, views of the
+object's own buffers, that the wire encoder sends one after the other (a
+worker's result: it is sent at once and then dropped, so no copy is needed).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
+
+from fairpool.largefields import Pieces
+from fairpool.protocol import LARGE_FRAME
 
 VERSION = 1
 ALIGN = 64
@@ -66,20 +74,49 @@ def _out_of_band(buffers: list[pickle.PickleBuffer]) -> Callable[[pickle.PickleB
 
 
 def dumps(obj: Any, *, cloud: bool = True) -> bytes:
-    """``obj`` as a payload: cloudpickle (``cloud``) or the C pickler, protocol 5, buffers laid after."""
+    """``obj`` as a payload: cloudpickle (``cloud``) or the C pickler, protocol 5, buffers laid after.
+
+    The bytes are a snapshot: the one copy of each buffer (what the client sends must not change
+    if the caller changes its arguments after ``submit``)."""
+    data, views = _pickled(obj, cloud)
+    return assemble(data, views) if views else data
+
+
+def dumps_parts(obj: Any, *, cloud: bool = True, join_under: int = LARGE_FRAME) -> bytes | Pieces:
+    """``dumps(obj)``, but a payload of ``join_under`` bytes or more as ``Pieces`` (its header, its
+    pickle, the padding and the object's own buffers, as views: nothing copied), for an encoder of
+    ``fairpool.largefields`` to send as they lie (the same bytes on the wire).
+
+    The pieces are views of ``obj``'s memory: it must not change until they are sent (a worker
+    sends a job's result before it runs another job). ``join_under`` must not be under the
+    encoder's ``large`` (``fairpool.protocol.LARGE_FRAME`` by default), which every ``Pieces``
+    must reach."""
+    data, views = _pickled(obj, cloud)
+    if not views:
+        return data
+    pieces = Pieces(layout(data, views))
+    return bytes(pieces) if len(pieces) < join_under else pieces
+
+
+def _pickled(obj: Any, cloud: bool) -> tuple[bytes, list[memoryview]]:
+    """``obj``'s pickle (protocol 5) and its out-of-band buffers as contiguous byte views."""
     buffers: list[pickle.PickleBuffer] = []
     callback = _out_of_band(buffers)
     if cloud:
         data: bytes = cloudpickle.dumps(obj, protocol=5, buffer_callback=callback)
     else:
         data = pickle.dumps(obj, protocol=5, buffer_callback=callback)
-    if not buffers:
-        return data
-    return assemble(data, [buffer.raw() for buffer in buffers])
+    return data, [buffer.raw() for buffer in buffers]
 
 
 def assemble(data: bytes, views: list[memoryview]) -> bytes:
     """The layout around a pickle ``data`` and its out-of-band buffers (contiguous byte views)."""
+    return b"".join(layout(data, views))  # the one copy of each buffer
+
+
+def layout(data: bytes, views: list[memoryview]) -> list[bytes | memoryview]:
+    """The payload's pieces, in order: its header, and each of the pickle ``data`` and the ``views``
+    after the zero padding that aligns it (the views themselves: nothing copied)."""
     head = _HEAD.pack(VERSION, len(views), len(data)) + b"".join(_LENGTH.pack(v.nbytes) for v in views)
     parts: list[bytes | memoryview] = [head]
     offset = len(head)
@@ -89,7 +126,7 @@ def assemble(data: bytes, views: list[memoryview]) -> bytes:
             parts.append(bytes(start - offset))
         parts.append(part)
         offset = start + part.nbytes
-    return b"".join(parts)  # the one copy of each buffer
+    return parts
 
 
 def split(payload: bytes | bytearray | memoryview) -> tuple[memoryview, list[memoryview]]:

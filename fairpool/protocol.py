@@ -54,7 +54,8 @@ def encode_frames(messages: list[Message] | tuple[Message, ...]) -> bytearray:
 def encode_frame_parts(messages: list[Message] | tuple[Message, ...], large: int = LARGE_FRAME) -> list[Buffer]:
     """``encode_frames(messages)`` as pieces to send one after the other (``sendmsg``, ``writev``):
     the same bytes on the wire, but each payload field of ``large`` bytes or more is a piece of its
-    own, the field's value itself, never copied into a frame.
+    own, the field's value itself, never copied into a frame (a ``fairpool.largefields.Pieces``:
+    its buffers, each a piece).
 
     Such a message is encoded in pieces (``fairpool.largefields.encode_parts``): the same bytes,
     cut around its large fields. Messages without one go into a shared buffer as before.
@@ -70,9 +71,10 @@ def encode_frame_parts(messages: list[Message] | tuple[Message, ...], large: int
         pieces = encode_parts(message, large)
         buffer += HEADER.pack(sum(len(piece) for piece in pieces))
         buffer += pieces[0]
-        for at in range(1, len(pieces), 2):
-            parts += (buffer, pieces[at])
-            buffer = cast(bytearray, pieces[at + 1])
+        # (the first and last pieces are encoding: the frames around go on in them)
+        parts.append(buffer)
+        parts += pieces[1:-1]
+        buffer = cast(bytearray, pieces[-1])
     if buffer or not parts:
         parts.append(buffer)
     return parts

@@ -10,8 +10,8 @@ one-line reason and the traceback: it never reaches the worker's loop.
 
 Arguments and results travel as ``fairpool.payload`` payloads (pickle protocol
 5, large buffers out of band): a numpy argument is rebuilt on the received
-bytes without a copy, and a result's buffers are laid after its pickle without
-one. A result over the scheduler's ``max_payload_size`` (told in the
+bytes without a copy, and a result's buffers are sent after its pickle without
+one (left in pieces, views of the result's own memory, up to the wire encoder). A result over the scheduler's ``max_payload_size`` (told in the
 ``ClusterDef``), or over what one message may carry, fails the job here, saying
 its size and the limit, rather than travel to be refused (or break the
 connection that would carry it).
@@ -27,13 +27,14 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
 from fairpool.clusterspec import ClusterSpec, SpecError, decode_spec
 from fairpool.messages import JobResult, Task
 from fairpool.payload import dumps as dump_payload
+from fairpool.payload import dumps_parts as dump_payload_parts
 from fairpool.payload import loads as load_payload
 from fairpool.protocol import DEFAULT_MAX_FRAME
 
@@ -80,6 +81,21 @@ def dumps_value(value: object) -> bytes:
         return dump_payload(value, cloud=False)
     except Exception:
         return dump_payload(value)
+
+
+def dumps_result(value: object) -> bytes:
+    """``dumps_value(value)`` for a job's final result, a large one left in pieces
+    (``fairpool.largefields.Pieces``: views of ``value``'s own buffers) rather than joined.
+
+    Typed ``bytes`` because it goes where ``JobResult.payload`` is: the worker only takes its
+    ``len`` and hands it to the wire encoder, which sends the pieces where the bytes would be.
+    The worker sends such a result before it runs another job, which could change ``value``.
+    """
+    try:
+        payload = dump_payload_parts(value, cloud=False)
+    except Exception:
+        payload = dump_payload_parts(value)
+    return cast(bytes, payload)
 
 
 def result_limit(max_payload: int) -> tuple[int, str]:
@@ -246,7 +262,7 @@ def _run_function(task: Task, cluster: ClusterRuntime) -> JobResult:
         sys.stdout, sys.stderr = saved
     finished = time.time()
     try:
-        payload = dumps_value(value)
+        payload = dumps_result(value)
     except Exception as exc:
         reason = f"the job's result could not be pickled: {describe(exc)}"
         return _unsent(task, reason, format_job_traceback(exc), out, err, started, finished)

@@ -54,6 +54,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from fairpool.largefields import is_pieces
 from fairpool.messages import (
     AnyMessage,
     CancelTasks,
@@ -156,6 +157,7 @@ class Worker:
                 # and the refill must arrive before this queue runs dry.
                 if (
                     pending >= len(self.fifo)
+                    or is_pieces(result.payload)  # views of the job's memory: sent before the next job
                     or pending >= MAX_BATCH
                     or self.pending_bytes >= MAX_BATCH_BYTES
                     or time.monotonic() - self.first_unsent >= MAX_BATCH_DELAY

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 
-from fairpool.messages import JobOptions, JobResult, JobSubmit
+from fairpool.largefields import decode_views
+from fairpool.messages import JobOptions, JobResult, JobSubmit, MessageError
 
 #: Payloads up to this many bytes stay in the record: a reference (13-20 bytes) and its
 #: frame in the store (8) would cost as much as the bytes and add a read at replay.
@@ -232,7 +233,17 @@ def encode_result(result: JobResult) -> bytes:
     return _result_encoder.encode(result)
 
 
-def decode_result(data: bytes) -> JobResult:
+def decode_result(data: bytes, keep: int = 0) -> JobResult:
+    """The result ``encode_result`` wrote; with ``keep``, its payload, if of at least ``keep`` bytes, a
+    read-only view into ``data`` (kept alive by it) rather than a copy (``largefields.decode_views``)."""
+    if keep:
+        try:
+            result = decode_views(data, keep)
+        except MessageError as exc:
+            raise RecordError(f"undecodable result: {exc}") from None
+        if type(result) is not JobResult:
+            raise RecordError(f"undecodable result: a {type(result).__name__} message")
+        return result
     try:
         return _result_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:

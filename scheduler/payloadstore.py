@@ -390,9 +390,10 @@ class PayloadStore:
         return path, mapped
 
     def load_result(self, key: str, ref: PayloadRef) -> JobResult:
-        data = self.read(ref)
+        data = self.read(ref)  # (a copy out of the mapped segment, checked)
         try:
-            result = decode_result(data)
+            # A large payload stays a view of that copy (most of it): not copied out of it once more.
+            result = decode_result(data, max(WRITE_ALONE, len(data) // 2) if len(data) >= WRITE_ALONE else 0)
         except RecordError as exc:
             raise PayloadCorrupt(self.directory / segment_name(ref.segment), ref.offset, str(exc)) from None
         self._index.set("result", key, ref, result)

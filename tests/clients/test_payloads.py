@@ -19,9 +19,20 @@ import pytest
 from fairpool.clients.errors import ArgumentsError
 from fairpool.clients.spec import pack_arguments
 from fairpool.clusterspec import ClusterSpec, encode_spec
-from fairpool.messages import Task
+from fairpool.largefields import Pieces
+from fairpool.messages import JobResult, NodeProgress, Task
 from fairpool.nodes.jobs import ClusterRuntime
-from fairpool.payload import ALIGN, MIN_OUT_OF_BAND, VERSION, PayloadError, dumps, loads, split
+from fairpool.payload import (
+    ALIGN,
+    MIN_OUT_OF_BAND,
+    VERSION,
+    PayloadError,
+    dumps,
+    dumps_parts,
+    loads,
+    split,
+)
+from fairpool.protocol import LARGE_FRAME, Connection, encode_frame_parts
 
 BIG = 4 * MIN_OUT_OF_BAND
 
@@ -147,3 +158,58 @@ def test_a_result_over_the_schedulers_limit_fails_the_job_saying_its_size_and_th
     assert result.reason == (f"the job's result is {size} bytes, over the scheduler's limit of {BIG // 2} bytes "
                              "(max_payload_size)")
     assert isinstance(loads(result.payload), RuntimeError)  # what result() raises, with the same words
+
+
+# --- a result in pieces (the worker's send path) ---------------------------------------------------
+
+
+def test_a_large_payload_in_pieces_is_the_joined_payload_byte_for_byte() -> None:
+    obj = (blob(LARGE_FRAME, 3), "label", blob(BIG, 5))
+    pieces = dumps_parts(obj, cloud=False)
+    assert type(pieces) is Pieces and len(pieces) == len(dumps(obj, cloud=False))
+    assert bytes(pieces) == dumps(obj, cloud=False)
+
+
+def test_a_payload_in_pieces_lends_the_objects_own_buffers_without_copying_them() -> None:
+    original = blob(2 * LARGE_FRAME)
+    pieces = dumps_parts(original, cloud=False)
+    assert type(pieces) is Pieces
+    lent = [part for part in pieces.parts if isinstance(part, memoryview) and part.obj is original.data]
+    assert len(lent) == 1 and lent[0].nbytes == len(original.data)
+    original.data[0] ^= 0xFF  # the very memory, not a copy of it
+    assert lent[0][0] == original.data[0]
+
+
+def test_a_payload_under_the_large_frame_size_is_joined_into_bytes() -> None:
+    assert type(dumps_parts(blob(BIG), cloud=False)) is bytes
+    assert dumps_parts(blob(BIG), cloud=False) == dumps(blob(BIG), cloud=False)
+    assert type(dumps_parts("small")) is bytes
+
+
+def test_a_result_in_pieces_reaches_the_receiver_as_the_payload_it_would_have_been() -> None:
+    original = blob(2 * LARGE_FRAME, 7)
+    pieces = dumps_parts(original, cloud=False)
+    result = JobResult("c1.1", "FINISHED", pieces, "out")  # type: ignore[arg-type]
+    received = Connection().receive_data(b"".join(encode_frame_parts([NodeProgress([], [result])])))
+    (progress,) = received
+    assert isinstance(progress, NodeProgress) and progress.results[0].stdout == "out"
+    assert bytes(progress.results[0].payload) == dumps(original, cloud=False)
+    assert bytes(loads(progress.results[0].payload).data) == bytes(original.data)
+
+
+def test_a_large_result_leaves_the_job_in_pieces_and_loads_as_the_value(tmp_path: Path) -> None:
+    cluster = _echo_cluster(tmp_path, 0)
+    sent = blob(2 * LARGE_FRAME, 11)
+    result = cluster.run(Task("c1.1", "c1", pack_arguments((sent,), {}, 1 << 30)))
+    assert result.status == "FINISHED" and type(result.payload) is Pieces
+    assert len(result.payload) == len(dumps(sent, cloud=False))
+    assert bytes(loads(bytes(result.payload)).data) == bytes(sent.data)
+
+
+def test_a_large_result_over_the_limit_fails_the_job_saying_its_size(tmp_path: Path) -> None:
+    cluster = _echo_cluster(tmp_path, LARGE_FRAME)
+    sent = blob(2 * LARGE_FRAME)
+    result = cluster.run(Task("c1.1", "c1", pack_arguments((sent,), {}, 1 << 30)))
+    assert result.status == "FAILED" and type(result.payload) is bytes
+    assert result.reason == (f"the job's result is {len(dumps(sent, cloud=False))} bytes, over the scheduler's "
+                             f"limit of {LARGE_FRAME} bytes (max_payload_size)")

@@ -16,13 +16,14 @@ import pytest
 import trio
 from payloadhistory import History, big
 
-from fairpool.messages import JobResult, JobSubmit, Queued
+from fairpool.messages import JobResult, JobSubmit, Queued, encode
 from fairpool.scheduler.journal import HEADER, JOURNAL_NAME, JournalFile, read_journal
 from fairpool.scheduler.journalrecords import (
     INLINE_MAX,
     PayloadRef,
     RClusterOpened,
     RClusterOpenedRef,
+    RecordError,
     RJobsQueued,
     RJobsQueuedRef,
     RResults,
@@ -145,6 +146,28 @@ def test_a_result_with_a_large_payload_is_stored_as_encode_result_writes_it(tmp_
     assert store.read(ref) == encode_result(result)
     assert decode_result(store.read(ref)) == result
     assert (ref.length, ref.crc) == (len(encode_result(result)), zlib.crc32(encode_result(result)))
+
+
+def test_a_large_stored_result_is_loaded_with_its_payload_a_view_of_the_bytes_read_not_a_copy(
+        tmp_path: Path) -> None:
+    result = JobResult("c1.0", "FINISHED", big("r", 3 << 20), stdout="out", finished_at=2.5)
+    store = opened(tmp_path)
+    ref = store.place("result", "c1.0", result)
+    store.sync()
+    store.close()
+    reopened = PayloadStore(tmp_path / PAYLOADS_DIR)
+    reopened.open([ref])
+    loaded = reopened.load_result("c1.0", ref)
+    assert loaded == result
+    assert isinstance(loaded.payload, memoryview) and loaded.payload.readonly
+    assert type(loaded.payload.obj) is bytes and len(loaded.payload.obj) == ref.length  # the one copy read
+    assert reopened.place("result", "c1.0", loaded) == ref  # known again: nothing written twice
+    reopened.close()
+
+
+def test_stored_bytes_that_are_not_a_result_are_refused_as_undecodable() -> None:
+    with pytest.raises(RecordError, match="undecodable result: a Queued message"):
+        decode_result(encode(Queued("c1", ["c1.0"], 1.0)), 1)
 
 
 # --- opening after a crash ------------------------------------------------------------------

@@ -124,3 +124,45 @@ async def test_put_quietly_alone_sends_nothing_until_flushed() -> None:
         outbox.wake()
         await peer.read_until(1)
         assert peer.got == [Heartbeat(4.0)]
+
+
+class Recording(trio.abc.Stream):
+    """A stream that is not a plain socket (as TLS is not), remembering the size of every ``send_all``."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.sizes: list[int] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.sizes.append(len(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_large_payload_goes_to_a_stream_that_is_not_a_plain_socket_a_slice_at_a_time() -> None:
+    """(trio's TLS stream encrypts all it is given before sending any: a whole payload would be copied twice.)"""
+    from fairpool.outbox import TLS_SLICE
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    recording = Recording(ours)
+    result = NodeProgress([], [JobResult("u1", "FINISHED", bytes(range(256)) * (3 * TLS_SLICE // 256 + 7))])
+    outbox = Outbox()
+    peer = Connection()
+    got: list[Message] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outbox.run_writer, MessageStream(recording))
+        outbox.put(result)
+        with trio.fail_after(10):
+            while not got:
+                got += peer.receive_data(await theirs.receive_some(1 << 20))
+        nursery.cancel_scope.cancel()
+    assert got == [result]
+    assert max(recording.sizes) <= TLS_SLICE and len(recording.sizes) >= 4

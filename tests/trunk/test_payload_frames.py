@@ -12,7 +12,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fairpool.largefields import decode_views, encode_parts
+from fairpool.largefields import Pieces, decode_views, encode_parts
 from fairpool.messages import (
     ClusterDef,
     Dispatch,
@@ -136,6 +136,48 @@ def test_a_message_in_pieces_is_its_encoding_with_each_large_field_the_object_it
         assert b"".join(pieces) == encode(message)
         assert all(type(piece) is bytearray for piece in pieces[::2])
         assert all(type(piece) is bytes and len(piece) == 1000 for piece in pieces[1::2])
+
+
+def in_pieces(message: Message, cuts: list[int]) -> tuple[Message, list[memoryview]]:
+    """``message`` with each of its payloads of ``LARGE`` bytes or more as ``Pieces``, cut at ``cuts``
+    (offsets, taken modulo its size), and the buffers of those pieces."""
+    lent: list[memoryview] = []
+
+    def cut(value: bytes) -> Pieces:
+        at = sorted({c % (len(value) + 1) for c in cuts} | {0, len(value)})
+        pieces = Pieces([bytearray(value[a:b]) for a, b in zip(at, at[1:], strict=False)])
+        lent.extend(pieces.parts)  # type: ignore[arg-type]
+        return pieces
+
+    def swap(value: object) -> object:
+        if isinstance(value, bytes):
+            return cut(value) if len(value) >= LARGE else value
+        if isinstance(value, list):
+            return [swap(item) for item in value]
+        if isinstance(value, Message):
+            return type(value)(*[swap(getattr(value, name)) for name in value.__struct_fields__])
+        return value
+
+    return swap(message), lent  # type: ignore[return-value]
+
+
+def test_a_field_in_pieces_is_sent_as_its_joined_bytes_each_piece_as_it_is() -> None:
+    for message in carriers(1000):
+        pieced, lent = in_pieces(message, [1, 300, 301, 999])
+        parts = encode_frame_parts([Heartbeat(1.0), pieced, Heartbeat(2.0)], LARGE)
+        assert b"".join(parts) == encode_frames([Heartbeat(1.0), message, Heartbeat(2.0)])
+        assert lent and all(any(part is piece for part in parts) for piece in lent)  # never copied
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(range(5)), st.integers(LARGE, 700), st.lists(st.integers(0, 700), max_size=5),
+       st.integers(1, LARGE))
+def test_any_cut_of_a_payload_into_pieces_decodes_as_the_payload(kind: int, size: int, cuts: list[int],
+                                                                  large: int) -> None:
+    message = carriers(size)[kind]
+    pieced, _ = in_pieces(message, cuts)
+    assert b"".join(encode_parts(pieced, large)) == encode(message)
+    assert Connection(large_frame=large).receive_data(b"".join(encode_frame_parts([pieced], large))) == [message]
 
 
 def outcome(decoder: Callable[[bytes], Message], data: bytes) -> Message | str:
