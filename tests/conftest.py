@@ -6,9 +6,16 @@
   same address: a restart).
 - ``start_node(cpus=2, name=None, extra_args=())``: node subprocesses joined to it.
 - ``cluster_kwargs``: ``dict(scheduler=..., secret_file=...)`` for SharedJobCluster.
+- ``one_node_pool``: ``cluster_kwargs`` once a node "n1" (2 CPUs) is started.
 - ``wait_for(predicate, ...)`` / ``async_wait_for``: poll a condition under a
   deadline (``from conftest import wait_for``); ``wait_for_log`` waits for a
   line in a daemon's log.
+- ``in_tmp_dir`` (chdir to ``tmp_path``), ``no_fairpool_env`` (unset ``FAIRPOOL_*``):
+  opt-in, e.g. ``pytestmark = pytest.mark.usefixtures("in_tmp_dir")``.
+- ``run_admin(scheduler, *args)`` / ``admin_json(scheduler, *verb)``: the
+  ``fairpool admin`` console script against a scheduler fixture.
+- ``with gated_job(scheduler, computation, gate) as (cluster, job)``: a job held RUNNING.
+- ``process_gone(pid)``: the process has exited (or is a zombie).
 
 Every daemon runs in its own session (process group), so that stopping it
 also stops its worker processes; its stdout/stderr go to files under the
@@ -18,12 +25,14 @@ test's ``tmp_path`` and are attached to the report of a failed test.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,6 +92,48 @@ def _describe(predicate: Callable[..., Any]) -> str:
 def fairpool_command() -> list[str]:
     """The console script of this venv (``python -m fairpool.cli`` where it is not installed)."""
     return [str(FAIRPOOL)] if FAIRPOOL.exists() else [sys.executable, "-m", "fairpool.cli"]
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie nobody reaped yet counts as gone); Linux ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+def run_admin(scheduler: SchedulerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """``fairpool admin <args>`` (the console script) against ``scheduler`` with its cluster secret."""
+    return subprocess.run([*fairpool_command(), "admin", "--scheduler", scheduler.address, "--secret-file",
+                           str(scheduler.secret_file), *args], capture_output=True, text=True, timeout=60)
+
+
+def admin_json(scheduler: SchedulerProcess, *verb: str) -> Any:
+    """``fairpool admin --json <verb>`` against ``scheduler``: its parsed answer (it must exit 0)."""
+    result = run_admin(scheduler, "--json", *verb)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@contextmanager
+def gated_job(scheduler: SchedulerProcess, computation: Callable[[str], Any], gate: Path,
+              tenant: str = "alice") -> Iterator[tuple[Any, Any]]:
+    """A job of ``tenant`` RUNNING ``computation(str(gate))`` until the block ends: ``(cluster, job)``.
+
+    ``computation`` waits for the file ``gate``; leaving the block creates it and closes the cluster.
+    """
+    from fairpool import SharedJobCluster  # here: daemon-only tests need no client
+
+    cluster = SharedJobCluster(computation, scheduler=scheduler.address, secret_file=str(scheduler.secret_file),
+                               tenant=tenant)
+    try:
+        job = cluster.submit(str(gate))
+        wait_for(lambda: job.status.value == "RUNNING", timeout=60, message="the job runs")
+        yield cluster, job
+    finally:
+        gate.touch()
+        cluster.close(timeout=20, terminate=True)
 
 
 class Daemon:
@@ -309,6 +360,16 @@ def cluster_kwargs(scheduler: SchedulerProcess) -> dict[str, str]:
 
 
 @pytest.fixture
+def one_node_pool(start_node: Callable[..., Daemon], cluster_kwargs: dict[str, str]) -> dict[str, str]:
+    """A node "n1" (2 CPUs) started for ``scheduler``; ``cluster_kwargs`` to reach them.
+
+    It does not wait for the node to join: a job submitted at once waits for it.
+    """
+    start_node(cpus=2, name="n1")
+    return cluster_kwargs
+
+
+@pytest.fixture
 def wait_for_log() -> Callable[..., str]:
     """``wait_for_log(daemon, text, timeout=20)``: wait until ``text`` appears in the daemon's log."""
 
@@ -322,3 +383,23 @@ def wait_for_log() -> Callable[..., str]:
 
     return wait
 
+
+#: Client settings a developer's shell may set; tests that read credentials must not see them.
+FAIRPOOL_ENV_VARS = ("FAIRPOOL_SCHEDULER", "FAIRPOOL_SECRET_FILE", "FAIRPOOL_TENANT", "FAIRPOOL_TOKEN",
+                     "FAIRPOOL_TLS_CA", "FAIRPOOL_TLS_CERT", "FAIRPOOL_TLS_KEY")
+
+
+@pytest.fixture
+def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the test in ``tmp_path``: clients' recover files (and daemons started after it) land there.
+
+    Use it module-wide with ``pytestmark = pytest.mark.usefixtures("in_tmp_dir")``.
+    """
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def no_fairpool_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every ``FAIRPOOL_*`` client setting (``FAIRPOOL_ENV_VARS``) for the test."""
+    for var in FAIRPOOL_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)

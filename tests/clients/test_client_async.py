@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 from clientfake import FakeScheduler
+from conftest import async_wait_for
+from jobfunctions import double
 
 import fairpool
 from fairpool import JobStatus
@@ -17,10 +20,6 @@ from fairpool.messages import CancelJobs, CloseCluster, NodeEvent, Submit
 from fairpool.messages import JobOptions as WireOptions
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def double(x: int) -> int:
-    return 2 * x
 
 
 def fail_on_three(x: int) -> int:
@@ -33,12 +32,8 @@ def open_cluster(fake: FakeScheduler, secret_file: Path, computation=double, **o
     return AsyncSharedJobCluster(computation, scheduler=fake.address, secret_file=secret_file, **options)
 
 
-async def until(predicate, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            if predicate():
-                return
-            await trio.sleep(0.005)
+# The fake scheduler answers at once: poll often, give up after 10 s.
+until = partial(async_wait_for, timeout=10.0, interval=0.005)
 
 
 def test_it_is_exported_by_fairpool() -> None:

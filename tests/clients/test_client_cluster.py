@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from clientfake import FAST_TIMING, SECRET, FakeScheduler
+from jobfunctions import double
 
 from fairpool import Job, JobStatus, SharedJobCluster
 from fairpool.clients import connection
@@ -22,10 +23,6 @@ from fairpool.clients.errors import (
 from fairpool.clients.job import JobOptions
 from fairpool.messages import AckResults, CloseCluster, Heartbeat, OpenCluster, Submit
 from fairpool.messages import JobOptions as WireOptions
-
-
-def double(x: int) -> int:
-    return 2 * x
 
 
 def fail_on_three(x: int) -> int:

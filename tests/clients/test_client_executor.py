@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 from clientfake import FakeScheduler
+from jobfunctions import double
 
 from fairpool import Job, SharedJobCluster
 from fairpool.clients.errors import ClusterClosedError
 from fairpool.messages import OpenCluster, Submit
-
-
-def double(x: int) -> int:
-    return 2 * x
 
 
 def power(base: int, exponent: int = 2) -> int:

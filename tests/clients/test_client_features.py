@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cloudpickle
 import pytest
 from clientfake import FakeScheduler
+from conftest import wait_for
+from jobfunctions import double
 
 from fairpool import Job, JobStatus, SharedJobCluster
 from fairpool.clients.errors import ClientConfigError, JobCancelled
@@ -19,19 +20,12 @@ from fairpool.messages import JobOptions as WireOptions
 S = JobStatus
 
 
-def double(x: int) -> int:
-    return 2 * x
-
-
 def open_cluster(fake: FakeScheduler, secret_file: Path, **options) -> SharedJobCluster:
     return SharedJobCluster(double, scheduler=fake.address, secret_file=secret_file, **options)
 
 
-def until(predicate: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {message or predicate}"
-        time.sleep(0.005)
+# The fake scheduler answers at once: poll often, give up after 10 s.
+until = partial(wait_for, timeout=10.0, interval=0.005)
 
 
 def sent_jobs(fake: FakeScheduler) -> list:

@@ -23,6 +23,7 @@ import pytest
 import trio
 from clientfake import FakeScheduler
 from conftest import wait_for
+from jobfunctions import double
 
 from fairpool import JobStatus, SharedJobCluster, recover_jobs
 from fairpool.clients.asynccluster import AsyncSharedJobCluster
@@ -38,10 +39,6 @@ from fairpool.messages import AckResults, CloseCluster, OpenCluster, Submit
 
 #: Run a test against a scheduler that lists the cluster's jobs, and one that does not.
 lists = pytest.mark.parametrize("lists", [True, False], ids=["listed", "unlisted"])
-
-
-def double(x: int) -> int:
-    return 2 * x
 
 
 def open_cluster(fake: FakeScheduler, secret_file: Path, **options: object) -> SharedJobCluster:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import cloudpickle
 import pytest
 import trio
+from conftest import process_gone, wait_for
 from relayfake import RelayScheduler
 
 from fairpool import Job, JobStatus, SharedJobCluster
@@ -59,19 +60,7 @@ def spawn_and_wait(pid_file: str) -> None:
     child.wait()
 
 
-def dead(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rfind(")") + 2] in "ZX"
-
-
-def until(predicate, timeout: float = 30.0, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {message or predicate}"
-        time.sleep(0.01)
+until = partial(wait_for, timeout=30.0, interval=0.01)
 
 
 def test_provisional_results_and_files_reach_the_job_and_dest_path(relay, tmp_path) -> None:
@@ -101,7 +90,7 @@ def test_cancelling_a_running_job_kills_its_grandchild_and_ends_it_cancelled(rel
         with pytest.raises(JobCancelled, match="cancelled"):
             job.result(timeout=30)
         assert job.cancelled() and job.status is S.CANCELLED
-        until(lambda: dead(grandchild), message="the grandchild gone")
+        until(lambda: process_gone(grandchild), message="the grandchild gone")
 
 
 def test_a_job_past_its_timeout_fails_and_its_tree_is_killed(relay, tmp_path) -> None:
@@ -112,7 +101,7 @@ def test_a_job_past_its_timeout_fails_and_its_tree_is_killed(relay, tmp_path) ->
             job.result(timeout=30)
         assert job.status is S.FAILED and job.status_reason == "timed out after 0.5 s"
     until(pid_file.exists, message="the grandchild pid written")
-    until(lambda: dead(int(pid_file.read_text())), message="the grandchild gone")
+    until(lambda: process_gone(int(pid_file.read_text())), message="the grandchild gone")
 
 
 def test_an_executor_runs_any_function_on_a_real_node(relay) -> None:

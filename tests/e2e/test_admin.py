@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from adminresult import AdminResult
 from conftest import fairpool_command, wait_for
+from jobfunctions import wait_for_gate as hold_until_file
 
 from fairpool import JobStatus, SharedJobCluster
 from fairpool.cli import main
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("in_tmp_dir", "no_fairpool_env")]
 
 SPEC_STATUS_KEYS = {"nodes", "queued", "running", "finished", "policy"}
 SPEC_NODE_KEYS = {"name", "cpus", "busy", "state"}
@@ -30,55 +31,24 @@ SPEC_TENANT_KEYS = {"name", "weight", "running", "queued"}
 
 def wait_for_gate(gate: str) -> str:
     """Run until the test creates ``gate`` (a file), then return."""
-    import os
-    import time
-
-    deadline = time.monotonic() + 50
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nobody created {gate}")
-        time.sleep(0.02)
-    return "released"
+    return hold_until_file(gate, timeout=50)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, f"exit {self.code}: {self.err}"
-        return json.loads(self.out)
-
-    def error_line(self) -> str:
-        lines = self.err.strip().splitlines()
-        assert len(lines) == 1, f"expected one line on stderr, got:\n{self.err}"
-        return lines[0]
-
-
-Admin = Callable[..., Result]
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # recover files land here
-    for var in ("FAIRPOOL_SCHEDULER", "FAIRPOOL_SECRET_FILE", "FAIRPOOL_TENANT", "FAIRPOOL_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
+Admin = Callable[..., AdminResult]
 
 
 @pytest.fixture
 def admin(scheduler, capsys) -> Admin:
-    """``admin("nodes", "drain", "n1", tenant=None, secret_file=None)`` -> Result."""
+    """``admin("nodes", "drain", "n1", tenant=None, secret_file=None)`` -> AdminResult."""
 
-    def run(*args: str, tenant: str | None = None, secret_file: Path | None = None) -> Result:
+    def run(*args: str, tenant: str | None = None, secret_file: Path | None = None) -> AdminResult:
         flags = ["--scheduler", scheduler.address, "--secret-file", str(secret_file or scheduler.secret_file)]
         if tenant is not None:
             flags += ["--tenant", tenant]
         capsys.readouterr()
         code = main(["admin", *flags, *args])
         out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return AdminResult(code, out, err)
 
     return run
 

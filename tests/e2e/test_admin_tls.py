@@ -17,15 +17,8 @@ from fairpool import certs
 from fairpool.cli import main
 from fairpool.tls import TlsFiles
 
-pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no ./.fairpool/secret to find by accident
-    for var in ("FAIRPOOL_SCHEDULER", "FAIRPOOL_SECRET_FILE", "FAIRPOOL_TENANT", "FAIRPOOL_TOKEN",
-                "FAIRPOOL_TLS_CA", "FAIRPOOL_TLS_CERT", "FAIRPOOL_TLS_KEY"):
-        monkeypatch.delenv(var, raising=False)
+# in_tmp_dir: there is no ./.fairpool/secret to find by accident.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("in_tmp_dir", "no_fairpool_env")]
 
 
 @pytest.fixture

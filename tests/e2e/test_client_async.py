@@ -15,22 +15,12 @@ import threading
 import pytest
 import trio
 from conftest import async_wait_for
+from jobfunctions import wait_for_gate
 
 import fairpool
 from fairpool import JobStatus
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def pool(scheduler, start_node, cluster_kwargs):
-    start_node(cpus=2, name="n1")
-    return cluster_kwargs
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("in_tmp_dir")]
 
 
 def square(x):
@@ -38,20 +28,13 @@ def square(x):
 
 
 def gated(gate: str, value):
-    import os
-    import time
-
-    deadline = time.monotonic() + 30
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never opened the gate")
-        time.sleep(0.01)
+    wait_for_gate(gate, timeout=30)
     return value
 
 
-async def test_async_submit_then_await_each_result(pool):
+async def test_async_submit_then_await_each_result(one_node_pool):
     with trio.fail_after(20):
-        async with fairpool.AsyncSharedJobCluster(square, **pool) as cluster:
+        async with fairpool.AsyncSharedJobCluster(square, **one_node_pool) as cluster:
             jobs = [await cluster.submit(i) for i in range(20)]
             assert all(isinstance(j, concurrent.futures.Future) for j in jobs)
             assert [await job for job in jobs] == [i * i for i in range(20)]
@@ -59,28 +42,28 @@ async def test_async_submit_then_await_each_result(pool):
     assert {job.node for job in jobs} == {"n1"}
 
 
-async def test_async_map_yields_results_in_order(pool):
+async def test_async_map_yields_results_in_order(one_node_pool):
     with trio.fail_after(20):
-        async with fairpool.AsyncSharedJobCluster(square, **pool) as cluster:
+        async with fairpool.AsyncSharedJobCluster(square, **one_node_pool) as cluster:
             assert [value async for value in cluster.map(range(100))] == [i * i for i in range(100)]
 
 
-async def test_async_await_raises_the_jobs_exception(pool):
+async def test_async_await_raises_the_jobs_exception(one_node_pool):
     def explode(x):
         raise ValueError(f"bad {x}")
 
     with trio.fail_after(20):
-        async with fairpool.AsyncSharedJobCluster(explode, **pool) as cluster:
+        async with fairpool.AsyncSharedJobCluster(explode, **one_node_pool) as cluster:
             job = await cluster.submit(3)
             with pytest.raises(ValueError, match="bad 3"):
                 await job
     assert job.status is JobStatus.FAILED
 
 
-async def test_awaiting_a_job_leaves_the_trio_loop_free(pool, tmp_path):
+async def test_awaiting_a_job_leaves_the_trio_loop_free(one_node_pool, tmp_path):
     gate = tmp_path / "gate"
     with trio.fail_after(20):
-        async with fairpool.AsyncSharedJobCluster(gated, **pool) as cluster:
+        async with fairpool.AsyncSharedJobCluster(gated, **one_node_pool) as cluster:
             job = await cluster.submit(str(gate), "opened")
             async with trio.open_nursery() as nursery:
 
@@ -106,9 +89,9 @@ async def test_async_options_timeout_and_submit_node(scheduler, start_node, clus
             assert slow.status is JobStatus.FAILED
 
 
-async def test_async_cancel_running_job(pool, tmp_path):
+async def test_async_cancel_running_job(one_node_pool, tmp_path):
     with trio.fail_after(20):
-        async with fairpool.AsyncSharedJobCluster(gated, **pool) as cluster:
+        async with fairpool.AsyncSharedJobCluster(gated, **one_node_pool) as cluster:
             job = await cluster.submit(str(tmp_path / "never"), "never")
             await async_wait_for(lambda: job.status is JobStatus.RUNNING, timeout=15)
             assert cluster.cancel(job) is True
@@ -118,7 +101,7 @@ async def test_async_cancel_running_job(pool, tmp_path):
             assert await (await cluster.submit(str(tmp_path), "after")) == "after"
 
 
-async def test_async_job_status_callback_runs_off_the_trio_thread(pool):
+async def test_async_job_status_callback_runs_off_the_trio_thread(one_node_pool):
     trio_thread = threading.get_ident()
     seen: list[tuple[JobStatus, int]] = []
 
@@ -126,7 +109,7 @@ async def test_async_job_status_callback_runs_off_the_trio_thread(pool):
         seen.append((job.status, threading.get_ident()))
 
     with trio.fail_after(20):
-        async with fairpool.AsyncSharedJobCluster(square, job_status=job_status, **pool) as cluster:
+        async with fairpool.AsyncSharedJobCluster(square, job_status=job_status, **one_node_pool) as cluster:
             job = await cluster.submit(7)
             assert await job == 49
     # leaving the block delivered every callback
@@ -134,11 +117,11 @@ async def test_async_job_status_callback_runs_off_the_trio_thread(pool):
     assert trio_thread not in {thread for _, thread in seen}
 
 
-async def test_leaving_the_block_waits_for_the_jobs(pool, tmp_path):
+async def test_leaving_the_block_waits_for_the_jobs(one_node_pool, tmp_path):
     gate = tmp_path / "gate"
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            async with fairpool.AsyncSharedJobCluster(gated, **pool) as cluster:
+            async with fairpool.AsyncSharedJobCluster(gated, **one_node_pool) as cluster:
                 jobs = [await cluster.submit(str(gate), i) for i in range(3)]
 
                 async def open_gate_later() -> None:
@@ -158,10 +141,10 @@ async def test_async_cluster_to_an_unreachable_scheduler_raises_connection_error
                 pass
 
 
-async def test_giving_up_waiting_leaves_the_job_running(pool, tmp_path):
+async def test_giving_up_waiting_leaves_the_job_running(one_node_pool, tmp_path):
     gate = tmp_path / "gate"
     with trio.fail_after(20):
-        async with fairpool.AsyncSharedJobCluster(gated, **pool) as cluster:
+        async with fairpool.AsyncSharedJobCluster(gated, **one_node_pool) as cluster:
             job = await cluster.submit(str(gate), "kept")
             with trio.move_on_after(0.3) as scope:
                 await job
@@ -170,10 +153,10 @@ async def test_giving_up_waiting_leaves_the_job_running(pool, tmp_path):
             assert await job == "kept"  # a cancelled wait cancels the wait, not the job
 
 
-async def test_exception_in_the_block_propagates_as_raised(pool, tmp_path):
+async def test_exception_in_the_block_propagates_as_raised(one_node_pool, tmp_path):
     with trio.fail_after(20):
         with pytest.raises(KeyError, match="user error"):
-            async with fairpool.AsyncSharedJobCluster(gated, **pool) as cluster:
+            async with fairpool.AsyncSharedJobCluster(gated, **one_node_pool) as cluster:
                 await cluster.submit(str(tmp_path / "never"), "abandoned")
                 raise KeyError("user error")
 

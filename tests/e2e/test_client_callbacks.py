@@ -15,18 +15,14 @@ import time
 
 import pytest
 from conftest import wait_for
+from jobfunctions import wait_for_gate
 
 from fairpool import JobStatus, SharedJobCluster
 
-pytestmark = pytest.mark.timeout(60)
+# in_tmp_dir: recover files and received files land there.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("in_tmp_dir")]
 
 Q, R, P, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PROVISIONAL, JobStatus.FINISHED
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    """Recover files and received files land in the test's directory, not the checkout."""
-    monkeypatch.chdir(tmp_path)
 
 
 class StatusRecorder:
@@ -57,9 +53,6 @@ class StatusRecorder:
 
 def step(kind: str, gate: str = ""):
     """A job: finish, fail, report a provisional value first, or wait for a gate file."""
-    import os
-    import time
-
     import fairpool
 
     if kind == "fail":
@@ -67,11 +60,7 @@ def step(kind: str, gate: str = ""):
     if kind == "provisional":
         fairpool.provisional_result("halfway")
     if kind == "gate":
-        deadline = time.monotonic() + 30
-        while not os.path.exists(gate):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the test never opened the gate")
-            time.sleep(0.01)
+        wait_for_gate(gate, timeout=30)
     return kind
 
 

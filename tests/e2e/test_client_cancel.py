@@ -16,25 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import process_gone, wait_for
+from jobfunctions import wait_for_gate
 
 from fairpool import JobStatus, SharedJobCluster
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie nobody reaped yet counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("in_tmp_dir")]
 
 
 def spawn_and_hang(pidfile: str, stubborn: bool = False):
@@ -68,15 +55,11 @@ def spawn_and_hang(pidfile: str, stubborn: bool = False):
 def whoami(gate: str = "", marker: str = ""):
     """Return the worker's pid; with ``gate``, wait for it first; with ``marker``, leave a trace."""
     import os
-    import time
 
     if marker:
         open(marker, "w").close()
-    deadline = time.monotonic() + 30
-    while gate and not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never opened the gate")
-        time.sleep(0.01)
+    if gate:
+        wait_for_gate(gate, timeout=30)
     return os.getpid()
 
 
@@ -128,12 +111,12 @@ def test_cancel_running_job_kills_its_process_tree_and_worker_is_replaced(schedu
     with SharedJobCluster(spawn_and_hang, **cluster_kwargs) as cluster:
         job = cluster.submit(str(pidfile))
         worker, grandchild = _pids(pidfile)
-        assert not gone(grandchild)
+        assert not process_gone(grandchild)
         assert cluster.cancel(job) is True
         with pytest.raises(concurrent.futures.CancelledError):
             job.result(timeout=15)
         assert job.status is JobStatus.CANCELLED
-        wait_for(lambda: gone(worker) and gone(grandchild), timeout=10, message="the job's processes are gone")
+        wait_for(lambda: process_gone(worker) and process_gone(grandchild), timeout=10, message="the job's processes are gone")
         # the node replaced the worker: the next job runs, in a new process
         later = SharedJobCluster(whoami, **cluster_kwargs)
         try:
@@ -149,7 +132,7 @@ def test_cancel_kills_processes_that_ignore_sigterm_after_grace(scheduler, start
         job = cluster.submit(str(pidfile), True)
         worker, grandchild = _pids(pidfile)
         cluster.cancel(job)
-        wait_for(lambda: gone(worker) and gone(grandchild), timeout=12,
+        wait_for(lambda: process_gone(worker) and process_gone(grandchild), timeout=12,
                  message="SIGKILL ended the processes that ignored SIGTERM")
         assert Path(str(pidfile) + ".term").exists(), "the job never got SIGTERM before SIGKILL"
         with pytest.raises(concurrent.futures.CancelledError):
@@ -169,7 +152,7 @@ def test_job_over_its_timeout_is_killed_and_fails_saying_so(scheduler, start_nod
         assert job.status is JobStatus.FAILED
         assert time.monotonic() - started < 10
         worker, grandchild = _pids(pidfile)
-        wait_for(lambda: gone(worker) and gone(grandchild), timeout=10, message="the job's processes are gone")
+        wait_for(lambda: process_gone(worker) and process_gone(grandchild), timeout=10, message="the job's processes are gone")
     with SharedJobCluster(whoami, **cluster_kwargs) as later:
         assert later.submit().result(timeout=15) != worker  # the node replaced the worker
 
@@ -240,9 +223,9 @@ def test_cancel_kills_grandchild_that_started_its_own_session(scheduler, start_n
             cluster.cancel(job)
             with pytest.raises(concurrent.futures.CancelledError):
                 job.result(timeout=15)
-            wait_for(lambda: gone(worker) and gone(grandchild), timeout=4, message="the job's processes are gone")
+            wait_for(lambda: process_gone(worker) and process_gone(grandchild), timeout=4, message="the job's processes are gone")
     finally:
-        if grandchild and not gone(grandchild):
+        if grandchild and not process_gone(grandchild):
             os.kill(grandchild, signal.SIGKILL)  # do not leave it behind
 
 

@@ -14,21 +14,11 @@ import time
 
 import pytest
 from conftest import wait_for
+from jobfunctions import wait_for_gate
 
 from fairpool import JobStatus, SharedJobCluster
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def pool(scheduler, start_node, cluster_kwargs):
-    start_node(cpus=2, name="n1")
-    return cluster_kwargs
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("in_tmp_dir")]
 
 
 def unused(x):
@@ -46,19 +36,12 @@ def pid_and(x):
 
 
 def hold(gate: str, value):
-    import os
-    import time
-
-    deadline = time.monotonic() + 30
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never opened the gate")
-        time.sleep(0.01)
+    wait_for_gate(gate, timeout=30)
     return value
 
 
-def test_executor_is_an_executor_that_runs_any_function_on_a_node(pool):
-    with SharedJobCluster(unused, **pool) as cluster:
+def test_executor_is_an_executor_that_runs_any_function_on_a_node(one_node_pool):
+    with SharedJobCluster(unused, **one_node_pool) as cluster:
         executor = cluster.executor()
         assert isinstance(executor, concurrent.futures.Executor)
         futures = [executor.submit(cube, 3), executor.submit(pow, 2, 10), executor.submit(pid_and, x="kw")]
@@ -70,18 +53,18 @@ def test_executor_is_an_executor_that_runs_any_function_on_a_node(pool):
         executor.shutdown()
 
 
-def test_executor_submit_raises_the_functions_exception(pool):
+def test_executor_submit_raises_the_functions_exception(one_node_pool):
     def fails(n):
         raise KeyError(n)
 
-    with SharedJobCluster(unused, **pool) as cluster, cluster.executor() as executor:
+    with SharedJobCluster(unused, **one_node_pool) as cluster, cluster.executor() as executor:
         future = executor.submit(fails, "missing")
         with pytest.raises(KeyError, match="missing"):
             future.result(timeout=15)
 
 
-def test_executor_map_keeps_order_and_packs_chunksize_calls_per_job(pool):
-    with SharedJobCluster(unused, **pool) as cluster:
+def test_executor_map_keeps_order_and_packs_chunksize_calls_per_job(one_node_pool):
+    with SharedJobCluster(unused, **one_node_pool) as cluster:
         executor = cluster.executor()
         assert list(executor.map(cube, range(50), timeout=30)) == [x**3 for x in range(50)]
         assert list(executor.map(pow, range(23), [2] * 23, chunksize=5, timeout=30)) == [x**2 for x in range(23)]
@@ -90,11 +73,11 @@ def test_executor_map_keeps_order_and_packs_chunksize_calls_per_job(pool):
         executor.shutdown()
 
 
-def test_executor_map_raises_the_first_failure_in_order(pool):
+def test_executor_map_raises_the_first_failure_in_order(one_node_pool):
     def inverse(x):
         return 1 / x
 
-    with SharedJobCluster(unused, **pool) as cluster, cluster.executor() as executor:
+    with SharedJobCluster(unused, **one_node_pool) as cluster, cluster.executor() as executor:
         results = executor.map(inverse, [1, 2, 0, 4], chunksize=2)
         assert next(results) == 1.0
         assert next(results) == 0.5
@@ -102,9 +85,9 @@ def test_executor_map_raises_the_first_failure_in_order(pool):
             next(results)
 
 
-def test_executor_shutdown_waits_then_refuses_new_work(pool, tmp_path):
+def test_executor_shutdown_waits_then_refuses_new_work(one_node_pool, tmp_path):
     gate = tmp_path / "gate"
-    with SharedJobCluster(unused, **pool) as cluster:
+    with SharedJobCluster(unused, **one_node_pool) as cluster:
         executor = cluster.executor()
         future = executor.submit(hold, str(gate), "held")
         wait_for(lambda: future.status is JobStatus.RUNNING, timeout=15)
@@ -133,9 +116,9 @@ def test_executor_shutdown_cancel_futures_cancels_pending_not_running(scheduler,
         assert running.result(timeout=15) == "ran"
 
 
-def test_concurrent_futures_wait_and_as_completed_work_on_jobs(pool, tmp_path):
+def test_concurrent_futures_wait_and_as_completed_work_on_jobs(one_node_pool, tmp_path):
     gate = tmp_path / "gate"
-    with SharedJobCluster(hold, **pool) as cluster:
+    with SharedJobCluster(hold, **one_node_pool) as cluster:
         slow = cluster.submit(str(gate), "slow")
         fast = cluster.submit(str(tmp_path), "fast")  # its gate (a directory) exists already
         done, not_done = concurrent.futures.wait([slow, fast], timeout=15,
@@ -146,11 +129,11 @@ def test_concurrent_futures_wait_and_as_completed_work_on_jobs(pool, tmp_path):
         assert sorted(order) == ["fast", "slow"]
 
 
-def test_concurrent_futures_wait_first_exception_returns_on_a_failed_job(pool, tmp_path):
+def test_concurrent_futures_wait_first_exception_returns_on_a_failed_job(one_node_pool, tmp_path):
     def fails():
         raise OSError("disk on fire")
 
-    with SharedJobCluster(unused, **pool) as cluster, cluster.executor() as executor:
+    with SharedJobCluster(unused, **one_node_pool) as cluster, cluster.executor() as executor:
         stuck = executor.submit(hold, str(tmp_path / "never"), "stuck")
         failed = executor.submit(fails)
         done, not_done = concurrent.futures.wait([stuck, failed], timeout=15,
@@ -162,8 +145,8 @@ def test_concurrent_futures_wait_first_exception_returns_on_a_failed_job(pool, t
         assert stuck in done and stuck.cancelled()
 
 
-def test_executor_closes_with_its_cluster(pool):
-    cluster = SharedJobCluster(unused, **pool)
+def test_executor_closes_with_its_cluster(one_node_pool):
+    cluster = SharedJobCluster(unused, **one_node_pool)
     executor = cluster.executor()
     future = executor.submit(cube, 4)
     started = time.monotonic()
@@ -174,9 +157,9 @@ def test_executor_closes_with_its_cluster(pool):
         executor.submit(cube, 1)
 
 
-def test_executor_map_timeout_raises_and_cancels_the_rest(pool, tmp_path):
+def test_executor_map_timeout_raises_and_cancels_the_rest(one_node_pool, tmp_path):
     never = str(tmp_path / "never")
-    with SharedJobCluster(unused, **pool) as cluster, cluster.executor() as executor:
+    with SharedJobCluster(unused, **one_node_pool) as cluster, cluster.executor() as executor:
         started = time.monotonic()
         results = executor.map(hold, [never] * 4, range(4), timeout=1.0)
         with pytest.raises(TimeoutError):
@@ -187,15 +170,15 @@ def test_executor_map_timeout_raises_and_cancels_the_rest(pool, tmp_path):
         assert all(j.cancelled() for j in jobs)
 
 
-def test_executor_submit_takes_lambdas_and_closures(pool):
+def test_executor_submit_takes_lambdas_and_closures(one_node_pool):
     base = 100
-    with SharedJobCluster(unused, **pool) as cluster, cluster.executor() as executor:
+    with SharedJobCluster(unused, **one_node_pool) as cluster, cluster.executor() as executor:
         assert executor.submit(lambda x: x + base, 5).result(timeout=15) == 105
 
 
-def test_executor_shutdown_without_wait_returns_at_once_and_jobs_complete(pool, tmp_path):
+def test_executor_shutdown_without_wait_returns_at_once_and_jobs_complete(one_node_pool, tmp_path):
     gate = tmp_path / "gate"
-    with SharedJobCluster(unused, **pool) as cluster:
+    with SharedJobCluster(unused, **one_node_pool) as cluster:
         executor = cluster.executor()
         future = executor.submit(hold, str(gate), "finished later")
         wait_for(lambda: future.status is JobStatus.RUNNING, timeout=15)

@@ -14,6 +14,7 @@ import os
 
 import pytest
 from conftest import wait_for
+from jobfunctions import wait_for_gate
 
 from fairpool import JobStatus, SharedJobCluster
 
@@ -37,18 +38,12 @@ def pool(scheduler, start_node, cluster_kwargs, client_dir):
 
 def counting(gate: str, steps: int):
     """Report each step as a provisional result; wait for the gate file after the first."""
-    import os
-    import time
-
     import fairpool
 
     for i in range(1, steps + 1):
         fairpool.provisional_result({"step": i})
-        deadline = time.monotonic() + 30
-        while i == 1 and not os.path.exists(gate):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the test never opened the gate")
-            time.sleep(0.01)
+        if i == 1:
+            wait_for_gate(gate, timeout=30)
     return "all done"
 
 

@@ -12,40 +12,23 @@ import concurrent.futures
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import process_gone, wait_for
+from jobfunctions import wait_for_gate
 
 import fairpool
 from fairpool import JobStatus
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-def gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("in_tmp_dir")]
 
 
 def work(x, gate: str = ""):
     """Return (worker pid, x * 2); with ``gate``, wait for that file first."""
     import os
-    import time
 
-    deadline = time.monotonic() + 30
-    while gate and not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never opened the gate")
-        time.sleep(0.01)
+    if gate:
+        wait_for_gate(gate, timeout=30)
     return os.getpid(), x * 2
 
 
@@ -63,7 +46,7 @@ def test_job_cluster_runs_jobs_on_its_own_pool_and_stops_it_on_close(tmp_path):
     finally:
         cluster.close()
     assert pool_process.poll() is not None, "the private pool outlived its cluster"
-    wait_for(lambda: all(gone(pid) for pid in worker_pids), timeout=10, message="the pool's workers are gone")
+    wait_for(lambda: all(process_gone(pid) for pid in worker_pids), timeout=10, message="the pool's workers are gone")
     assert not cluster.pool.state_dir.exists()
     assert not list(tmp_path.glob("*.recover")), "a private pool leaves nothing to recover"
 
@@ -140,4 +123,4 @@ def test_job_cluster_pool_stops_when_the_script_forgets_to_close(tmp_path):
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=40)
     assert done.returncode == 0, done.stderr
     pool_pid, worker = (int(pid) for pid in done.stdout.split()[-2:])
-    wait_for(lambda: gone(pool_pid) and gone(worker), timeout=10, message="the private pool stopped at exit")
+    wait_for(lambda: process_gone(pool_pid) and process_gone(worker), timeout=10, message="the private pool stopped at exit")

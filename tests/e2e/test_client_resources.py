@@ -13,17 +13,13 @@ import time
 
 import pytest
 from conftest import wait_for
+from jobfunctions import wait_for_gate
 
 from fairpool import JobStatus, SharedJobCluster
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("in_tmp_dir")]
 
 GIB = 1024**3
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -35,14 +31,8 @@ def cpu_and_gpu_nodes(start_node):
 
 def tag(x, gate: str = ""):
     """Return ``x``; with ``gate``, wait for that file first."""
-    import os
-    import time
-
-    deadline = time.monotonic() + 30
-    while gate and not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never opened the gate")
-        time.sleep(0.01)
+    if gate:
+        wait_for_gate(gate, timeout=30)
     return x
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import gated_job, wait_for
+from jobfunctions import wait_for_gate as hold_until_file
 
-from fairpool import SharedJobCluster
 from fairpool.admin import call, resolve_credentials
 
 pytestmark = [pytest.mark.scheduler_config(http="127.0.0.1:0"), pytest.mark.timeout(240)]
@@ -31,15 +31,7 @@ PAGES = ["#/overview", "#/nodes", "#/tenants", "#/jobs"]
 
 def wait_for_gate(gate: str) -> str:
     """Run until the test creates ``gate`` (a file): a job that stays RUNNING."""
-    import os
-    import time
-
-    deadline = time.monotonic() + 200
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nobody created {gate}")
-        time.sleep(0.02)
-    return "released"
+    return hold_until_file(gate, timeout=200)
 
 
 @pytest.fixture
@@ -62,18 +54,10 @@ def pool(scheduler, start_node, tmp_path, monkeypatch) -> Iterator[dict[str, Any
     """node1 (2 CPUs) and a job of tenant alice RUNNING on it; the dashboard's URL."""
     monkeypatch.chdir(tmp_path)  # the cluster's recover file lands here
     start_node(cpus=2, name="node1")
-    gate = tmp_path / "gate"
-    cluster = SharedJobCluster(wait_for_gate, scheduler=scheduler.address, secret_file=str(scheduler.secret_file),
-                               tenant="alice")
-    try:
-        job = cluster.submit(str(gate))
-        wait_for(lambda: job.status.value == "RUNNING", timeout=60, message="the job runs")
+    with gated_job(scheduler, wait_for_gate, tmp_path / "gate") as (_, job):
         http = wait_for(lambda: (scheduler.state_dir / "scheduler.http").read_text().strip(), timeout=10)
         yield {"url": f"http://{http}/", "uid": job.uid, "secret": scheduler.secret_file.read_text().strip(),
                "creds": resolve_credentials(scheduler=scheduler.address, secret_file=scheduler.secret_file)}
-    finally:
-        gate.touch()
-        cluster.close(timeout=20, terminate=True)
 
 
 def watch_errors(page: Any) -> list[str]:

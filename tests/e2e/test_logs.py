@@ -12,23 +12,17 @@ appears in anything the daemons, the admin command or the client printed.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Daemon, SchedulerProcess, fairpool_command, wait_for
+from conftest import Daemon, SchedulerProcess, run_admin, wait_for
 
 from fairpool import JobStatus, SharedJobCluster
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("in_tmp_dir")]  # recover files land there
 
 TENANT = "alice"
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the client's recover files land here
 
 
 def compute(n):
@@ -104,9 +98,7 @@ def test_no_secret_or_token_is_ever_logged(scheduler: SchedulerProcess, start_no
                                            capfd: pytest.CaptureFixture[str],
                                            caplog: pytest.LogCaptureFixture) -> None:
     node = start_node(cpus=1, name="n1")
-    admin = subprocess.run([*fairpool_command(), "admin", "--scheduler", scheduler.address, "--secret-file",
-                            str(scheduler.secret_file), "--json", "tenants", "add", TENANT],
-                           capture_output=True, text=True, timeout=60)
+    admin = run_admin(scheduler, "--json", "tenants", "add", TENANT)
     assert admin.returncode == 0, admin.stderr
     token = json.loads(admin.stdout)["token"]
     wrong = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")

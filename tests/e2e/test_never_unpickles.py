@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from conftest import fairpool_command, wait_for
+from conftest import admin_json, wait_for
 
 from fairpool import JobStatus, SharedJobCluster, provisional_result
 
@@ -92,14 +92,6 @@ def markers(directory: Path) -> dict[str, set[int]]:
 def import_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """Daemons started by this module's tests log every module they import (stderr)."""
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
-
-
-def admin_json(scheduler: Any, *verb: str) -> Any:
-    result = subprocess.run(
-        [*fairpool_command(), "admin", "--scheduler", scheduler.address, "--secret-file", str(scheduler.secret_file),
-         "--json", *verb], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def imported_modules(log: str) -> set[str]:

@@ -21,32 +21,23 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, SchedulerProcess, wait_for
+from jobfunctions import wait_for_gate
 
 from fairpool import JobStatus, SharedJobCluster
 from fairpool.clients import connection
 
-pytestmark = pytest.mark.timeout(120)
+# in_tmp_dir: recover files land there.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("in_tmp_dir")]
 
 GROUP = "239.255.51.35"  # multicast, sent and heard on 127.0.0.1 only
 
 
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Recover files land in the test's directory, not the checkout."""
-    monkeypatch.chdir(tmp_path)
-
-
 def work(kind: str, gate: str = "") -> str:
     """A job: return at once, or wait for a gate file to appear."""
-    import os
     import time
 
     if kind == "gate":
-        deadline = time.monotonic() + 60
-        while not os.path.exists(gate):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the test never opened the gate")
-            time.sleep(0.01)
+        wait_for_gate(gate, timeout=60)
     if kind == "nap":
         time.sleep(0.3)
     return kind

@@ -16,14 +16,9 @@ from conftest import wait_for
 from fairpool import SharedJobCluster
 from fairpool.clients.noderank import NodeDescription
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("in_tmp_dir")]
 
 RANKS = {"best": 10, "ok": 1}  # "avoid": not ranked, not used
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 def rank(node: NodeDescription):

@@ -4,19 +4,14 @@ is selected by name by a real scheduler; an unknown name is refused and changes 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from conftest import run_admin
 
 from fairpool import SharedJobCluster
 
 pytestmark = pytest.mark.timeout(90)
-
-FAIRPOOL = str(Path(sys.executable).parent / "fairpool")
-
 
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch):
@@ -37,16 +32,11 @@ def installed_plugin(tmp_path, monkeypatch):
     return site
 
 
-def _admin(scheduler, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FAIRPOOL, "admin", "--scheduler", scheduler.address, "--secret-file",
-                           str(scheduler.secret_file), *args], capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.scheduler_config(policy="tiny")
 def test_a_policy_installed_through_the_entry_point_group_is_selected_by_name(
     installed_plugin, scheduler, start_node, cluster_kwargs
 ):
-    shown = _admin(scheduler, "--json", "policy", "show")
+    shown = run_admin(scheduler, "--json", "policy", "show")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["policy"] == "tiny"
     start_node(cpus=1, name="n1")
@@ -55,8 +45,8 @@ def test_a_policy_installed_through_the_entry_point_group_is_selected_by_name(
 
 
 def test_switching_live_to_the_plugin_and_to_an_unknown_name(installed_plugin, scheduler):
-    assert _admin(scheduler, "policy", "set", "tiny").returncode == 0
-    refused = _admin(scheduler, "policy", "set", "no-such-policy")
+    assert run_admin(scheduler, "policy", "set", "tiny").returncode == 0
+    refused = run_admin(scheduler, "policy", "set", "no-such-policy")
     assert refused.returncode == 1
     assert "unknown policy 'no-such-policy'" in refused.stderr and "tiny" in refused.stderr
-    assert json.loads(_admin(scheduler, "--json", "policy", "show").stdout)["policy"] == "tiny"
+    assert json.loads(run_admin(scheduler, "--json", "policy", "show").stdout)["policy"] == "tiny"

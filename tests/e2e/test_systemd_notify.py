@@ -10,11 +10,9 @@ in-process with a state task that never turns: its pings must stop.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from conftest import (
     SchedulerProcess,
     _register,
     _toml_value,
-    fairpool_command,
+    admin_json,
 )
 
 from fairpool.config import load_scheduler_config
@@ -123,11 +121,7 @@ def start_scheduler(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch:
 
 
 def policy_show(scheduler: SchedulerProcess) -> dict[str, object]:
-    done = subprocess.run([*fairpool_command(), "admin", "--scheduler", scheduler.address, "--secret-file",
-                           str(scheduler.secret_file), "--json", "policy", "show"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    shown: dict[str, object] = json.loads(done.stdout)
+    shown: dict[str, object] = admin_json(scheduler, "policy", "show")
     return shown
 
 

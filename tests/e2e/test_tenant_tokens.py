@@ -11,15 +11,15 @@ missing ones. Jobs that must stay QUEUED have no node to go to.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from adminresult import AdminResult
 from conftest import fairpool_command, wait_for
+from jobfunctions import double
 
 from fairpool import SharedJobCluster, recover_jobs
 from fairpool.address import Address
@@ -31,34 +31,8 @@ from fairpool.messages import Error
 from fairpool.tokens import new_token
 from fairpool.wire import ConnectionClosed, open_connection
 
-pytestmark = pytest.mark.timeout(90)
-
-
-def double(n: int) -> int:
-    return n * 2
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, f"exit {self.code}: {self.err}"
-        return json.loads(self.out)
-
-    def error_line(self) -> str:
-        lines = self.err.strip().splitlines()
-        assert len(lines) == 1, f"expected one line on stderr, got:\n{self.err}"
-        return lines[0]
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # recover files land here; no ./.fairpool/secret to find by accident
-    for var in ("FAIRPOOL_SCHEDULER", "FAIRPOOL_SECRET_FILE", "FAIRPOOL_TENANT", "FAIRPOOL_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
+# in_tmp_dir: recover files land there, and there is no ./.fairpool/secret to find by accident.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("in_tmp_dir", "no_fairpool_env")]
 
 
 def credential_flags(scheduler: Any, tenant: str | None, token: str | None) -> list[str]:
@@ -69,26 +43,26 @@ def credential_flags(scheduler: Any, tenant: str | None, token: str | None) -> l
 
 
 @pytest.fixture
-def admin(scheduler, capsys) -> Callable[..., Result]:
+def admin(scheduler, capsys) -> Callable[..., AdminResult]:
     """``admin(*args, tenant=None, token=None)``: ``fairpool admin`` in this process (the secret without a token)."""
 
-    def run(*args: str, tenant: str | None = None, token: str | None = None) -> Result:
+    def run(*args: str, tenant: str | None = None, token: str | None = None) -> AdminResult:
         capsys.readouterr()
         code = main(["admin", *credential_flags(scheduler, tenant, token), *args])
         out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return AdminResult(code, out, err)
 
     return run
 
 
-async def admin_process(scheduler: Any, *args: str, tenant: str | None = None, token: str | None = None) -> Result:
+async def admin_process(scheduler: Any, *args: str, tenant: str | None = None, token: str | None = None) -> AdminResult:
     """The installed ``fairpool admin`` console script (for trio tests, which cannot nest ``main``'s trio.run)."""
     done = await trio.run_process([*fairpool_command(), "admin", *credential_flags(scheduler, tenant, token), *args],
                                   capture_stdout=True, capture_stderr=True, check=False)
-    return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    return AdminResult(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
-def add_token(admin: Callable[..., Result], tenant: str, *flags: str) -> str:
+def add_token(admin: Callable[..., AdminResult], tenant: str, *flags: str) -> str:
     issued = admin("--json", "tenants", "add", tenant, *flags).json()
     assert set(issued) == {"tenant", "token"} and issued["tenant"] == tenant
     return str(issued["token"])
@@ -109,7 +83,7 @@ def clusters(scheduler) -> Iterator[Callable[..., SharedJobCluster]]:
         cluster.close(timeout=10, terminate=True)
 
 
-def job_uids(admin: Callable[..., Result], **credential: str) -> set[str]:
+def job_uids(admin: Callable[..., AdminResult], **credential: str) -> set[str]:
     return {job["uid"] for job in admin("--json", "jobs", **credential).json()}
 
 
@@ -252,7 +226,7 @@ def two_tenants(admin, clusters) -> tuple[dict[str, Any], dict[str, Any]]:
     return tenants[0], tenants[1]
 
 
-def same_line(admin: Callable[..., Result], bob: dict[str, Any], verb: list[str], theirs: str, missing: str) -> str:
+def same_line(admin: Callable[..., AdminResult], bob: dict[str, Any], verb: list[str], theirs: str, missing: str) -> str:
     foreign = admin(*verb, theirs, tenant="bob", token=bob["token"])
     nothing = admin(*verb, missing, tenant="bob", token=bob["token"])
     assert foreign.code == nothing.code == 1 and foreign.out == nothing.out == ""

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import TEST_SCHEDULER_CONFIG, Daemon, SchedulerProcess, _register, wait_for
+from jobfunctions import double
 
 from fairpool import JobStatus, SharedJobCluster, certs, recover_jobs
 from fairpool.address import Address
@@ -88,10 +89,6 @@ def pool(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TlsPool]:
     finally:
         node.stop()
         scheduler.stop()
-
-
-def double(x: int) -> int:
-    return 2 * x
 
 
 def slow_double(x: int) -> int:

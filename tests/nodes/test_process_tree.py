@@ -18,21 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import process_gone, wait_for
 
 from fairpool import JobStatus, SharedJobCluster
 from fairpool.nodes.proctree import ProcessTree
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")]
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie nobody reaped yet counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 def ppid_of(pid: int) -> int:
@@ -54,7 +45,7 @@ def ready(process: subprocess.Popen[str]) -> dict:  # type: ignore[type-arg]
 
 def finish(process: subprocess.Popen[str], *pids: int) -> None:
     for pid in pids:
-        if not gone(pid):
+        if not process_gone(pid):
             os.kill(pid, signal.SIGKILL)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -85,7 +76,7 @@ def test_an_orphan_in_a_session_of_its_own_stays_a_descendant_of_the_subreaper_a
         tree.collect([process.pid])
         assert grandchild in tree.members
         assert tree.signal(signal.SIGTERM) == 1 and tree.signal(signal.SIGTERM) == 0  # once per signal
-        wait_for(lambda: gone(grandchild), timeout=10, message="the orphan got SIGTERM")
+        wait_for(lambda: process_gone(grandchild), timeout=10, message="the orphan got SIGTERM")
         assert not tree.alive()
     finally:
         finish(process, grandchild)
@@ -126,7 +117,7 @@ def test_kill_takes_down_a_tree_that_keeps_forking_and_ignores_sigterm() -> None
         assert shell in tree.members and len(tree) > 2  # the shell and its sleepers
         tree.signal(signal.SIGTERM)
         time.sleep(0.1)
-        assert not gone(shell)  # it ignores SIGTERM
+        assert not process_gone(shell)  # it ignores SIGTERM
         tree.kill([process.pid])
         wait_for(lambda: not tree.alive() and not ProcessTree().collect([process.pid]), timeout=10,
                  message="nothing of the tree is left alive")
@@ -184,11 +175,6 @@ def orphan_a_sleeper(pidfile: str) -> None:
     time.sleep(60)
 
 
-@pytest.fixture
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
 def _pids(pidfile: Path) -> tuple[int, int]:
     wait_for(pidfile.exists, timeout=15, message="the job recorded its pids")
     worker, sleeper = (int(p) for p in pidfile.read_text().split())
@@ -214,7 +200,7 @@ def test_stopping_a_job_kills_an_orphan_it_left_in_a_session_of_its_own(
                 with pytest.raises(Exception, match="timed out"):
                     job.result(timeout=15)
                 assert job.status is JobStatus.FAILED
-            wait_for(lambda: gone(worker) and gone(sleeper), timeout=5, message="the job's processes are gone")
+            wait_for(lambda: process_gone(worker) and process_gone(sleeper), timeout=5, message="the job's processes are gone")
     finally:
-        if sleeper and not gone(sleeper):
+        if sleeper and not process_gone(sleeper):
             os.kill(sleeper, signal.SIGKILL)

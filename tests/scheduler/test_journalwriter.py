@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import trio
 import trio.testing
+from conftest import async_wait_for
 
 from fairpool.messages import Dispatch, Heartbeat, JobResult, JobsUpdate, Message, Queued
 from fairpool.scheduler.journal import JournalFile, frame, read_journal
@@ -69,13 +70,8 @@ async def committing(writer: JournalWriter) -> AsyncIterator[None]:
         nursery.cancel_scope.cancel()
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Wait for a condition set by another task or the fsync thread, with a deadline."""
-    with trio.fail_after(timeout):
-        while True:
-            if predicate():
-                return
-            await trio.sleep(0.001)
+# Waits for a condition set by another task or the fsync thread, with a deadline.
+until = partial(async_wait_for, timeout=10.0, interval=0.001)
 
 
 def opened(n: int) -> RClusterOpened:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import fairpool_command, wait_for
+from jobfunctions import double
 
 from fairpool import SharedJobCluster
 from fairpool.address import Address
@@ -81,10 +82,6 @@ def test_the_scheduler_command_exits_1_with_a_one_line_reason(tmp_path: Path) ->
 
 
 # --- no credential in the scheduler's log ------------------------------------------------------
-
-
-def double(n: int) -> int:
-    return 2 * n
 
 
 def test_the_scheduler_log_never_shows_the_secret_or_a_token(scheduler, start_node, capsys, tmp_path, monkeypatch):

@@ -7,26 +7,19 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import wait_for
+from jobfunctions import double
 from prometheus_client.parser import text_string_to_metric_families
 from webclient import WebClient, dashboard_address
 
 from fairpool import SharedJobCluster
 from fairpool.scheduler.metrics import OTHER, Buckets, TenantLabels
 
-pytestmark = [pytest.mark.scheduler_config(http="127.0.0.1:0"), pytest.mark.timeout(120)]
+# in_tmp_dir: clients' recover files land there.
+pytestmark = [pytest.mark.scheduler_config(http="127.0.0.1:0"), pytest.mark.timeout(120), pytest.mark.usefixtures("in_tmp_dir")]
 
 FAMILIES = {"fairpool_jobs_queued", "fairpool_jobs_running", "fairpool_jobs_finished", "fairpool_nodes",
             "fairpool_cpus", "fairpool_busy_slots", "fairpool_dispatch_latency_seconds",
             "fairpool_job_duration_seconds", "fairpool_journal_fsync_seconds", "fairpool_connections"}
-
-
-def double(x: int) -> int:
-    return 2 * x
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # clients' recover files land here
 
 
 @pytest.fixture

@@ -16,32 +16,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import fairpool_command, wait_for
+from conftest import fairpool_command, gated_job, wait_for
+from jobfunctions import wait_for_gate as hold_until_file
 from webclient import WebClient, dashboard_address, submit_and_vanish
 
 from fairpool import SharedJobCluster
 from fairpool.address import Address
 from fairpool.admin import call, resolve_credentials
 
-pytestmark = [pytest.mark.scheduler_config(http="127.0.0.1:0"), pytest.mark.timeout(120)]
+# in_tmp_dir: clients' recover files land there.
+pytestmark = [pytest.mark.scheduler_config(http="127.0.0.1:0"), pytest.mark.timeout(120), pytest.mark.usefixtures("in_tmp_dir")]
 
 
 def wait_for_gate(gate: str) -> str:
     """Run until the test creates ``gate`` (a file): a job that stays RUNNING."""
-    import os
-    import time
-
-    deadline = time.monotonic() + 90
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nobody created {gate}")
-        time.sleep(0.02)
-    return "released"
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # clients' recover files land here
+    return hold_until_file(gate, timeout=90)
 
 
 @pytest.fixture
@@ -66,16 +55,8 @@ def cli(scheduler) -> Callable[..., Any]:
 def running_job(scheduler, start_node, tmp_path) -> Iterator[tuple[SharedJobCluster, str]]:
     """A job of tenant alice RUNNING on node1 until the test ends: (cluster, uid)."""
     start_node(cpus=2, name="node1")
-    gate = tmp_path / "gate"
-    cluster = SharedJobCluster(wait_for_gate, scheduler=scheduler.address, secret_file=str(scheduler.secret_file),
-                               tenant="alice")
-    try:
-        job = cluster.submit(str(gate))
-        wait_for(lambda: job.status.value == "RUNNING", timeout=60, message="the job runs")
+    with gated_job(scheduler, wait_for_gate, tmp_path / "gate") as (cluster, job):
         yield cluster, job.uid
-    finally:
-        gate.touch()
-        cluster.close(timeout=20, terminate=True)
 
 
 def issue_token(cli: Callable[..., Any], tenant: str) -> str:
