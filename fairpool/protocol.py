@@ -10,7 +10,6 @@ malformed input) is tested with plain synchronous tests.
 from __future__ import annotations
 
 import struct
-from typing import cast
 
 from fairpool.largefields import Buffer, decode_views, encode_parts, holds_large
 from fairpool.messages import AnyMessage, Message, MessageError, decode, encode, encode_into
@@ -58,25 +57,23 @@ def encode_frame_parts(messages: list[Message] | tuple[Message, ...], large: int
     its buffers, each a piece).
 
     Such a message is encoded in pieces (``fairpool.largefields.encode_parts``): the same bytes,
-    cut around its large fields. Messages without one go into a shared buffer as before.
+    cut around its large fields. The frames between are joined into one piece.
     """
     parts: list[Buffer] = []
-    buffer = bytearray()
+    chunks: list[Buffer] = []  # the small frames since the last large one: joined into one piece
     for message in messages:
         if not holds_large(message, large):
-            start = len(buffer)
-            encode_into(message, buffer, start + HEADER.size)
-            HEADER.pack_into(buffer, start, len(buffer) - start - HEADER.size)
+            body = encode(message)
+            chunks += (HEADER.pack(len(body)), body)
             continue
         pieces = encode_parts(message, large)
-        buffer += HEADER.pack(sum(len(piece) for piece in pieces))
-        buffer += pieces[0]
+        chunks += (HEADER.pack(sum(len(piece) for piece in pieces)), pieces[0])
         # (the first and last pieces are encoding: the frames around go on in them)
-        parts.append(buffer)
+        parts.append(b"".join(chunks))
         parts += pieces[1:-1]
-        buffer = cast(bytearray, pieces[-1])
-    if buffer or not parts:
-        parts.append(buffer)
+        chunks = [pieces[-1]]
+    if chunks or not parts:
+        parts.append(b"".join(chunks))
     return parts
 
 
@@ -103,6 +100,8 @@ class FrameDecoder:
         return len(self._buffer) + (HEADER.size + self._filled if self._large is not None else 0)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes | bytearray]:
+        if type(data) is bytes and self._large is None and not self._buffer:
+            return self._feed_whole(data)
         frames: list[bytes | bytearray] = []
         view = memoryview(data).cast("B")
         if self._large is not None:
@@ -132,6 +131,25 @@ class FrameDecoder:
             pos = start + length
         if pos:
             del buf[:pos]  # (from the front of a bytearray: no copy, its start moves)
+        return frames
+
+    def _feed_whole(self, data: bytes) -> list[bytes | bytearray]:
+        """The common case: nothing pending and the data starts at a frame. Its whole frames are
+        sliced out of it (one copy each, no buffer); the rest, if any, goes the general way."""
+        frames: list[bytes | bytearray] = []
+        end = len(data)
+        pos = 0
+        while end - pos >= HEADER.size:
+            (length,) = HEADER.unpack_from(data, pos)
+            if length > self.max_frame:
+                raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame} bytes")
+            start = pos + HEADER.size
+            if end - start < length:
+                break
+            frames.append(data[start : start + length])
+            pos = start + length
+        if pos < end:
+            frames += self.feed(memoryview(data)[pos:])
         return frames
 
     def unfilled(self) -> memoryview | None:
