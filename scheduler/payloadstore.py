@@ -1,28 +1,21 @@
 """The payload store: the tenants' payloads beside the journal, each written once, purged with its job.
 
-``STATE_DIR/payloads/seg-NNNNNN.dat`` are append-only segment files of
-frames framed as the journal's records are: ``[u32 length][u32 crc32][bytes]``.
-A journal record names a payload by its ``PayloadRef`` (segment, frame
-offset, length, crc32), so compaction rewrites the reference and never the
-payload, and replay reads only the payloads still alive at its end.
+A journal record names a payload by its ``PayloadRef``, a frame in a segment file
+(``fairpool.scheduler.payloadsegments``), so compaction rewrites the reference
+and never the payload, and replay reads only the payloads still alive at its end.
 
-Payloads are keyed by what they belong to — ("job", uid) for a job's
-arguments, ("result", uid), ("cluster", id) for a spec — not by a content
-hash: those ids are already unique and immutable while their owner lives,
-so each payload is written once without hashing every byte on the hot path,
-and it dies exactly when its owner does (an acknowledged result, an ended
-job, a forgotten cluster) with no reference counts. What two jobs share is
-stored twice; they seldom share anything but the cluster's spec, stored once.
+Payloads are keyed by what they belong to — ("job", uid) for a job's arguments, ("result", uid),
+("cluster", id) for a spec — not by a content hash: those ids are already unique and immutable while
+their owner lives, so each payload is written once without hashing every byte on the hot path, and it
+dies exactly when its owner does (an acknowledged result, an ended job, a forgotten cluster) with no
+reference counts. What two jobs share is stored twice; they seldom share anything but the cluster's
+spec, stored once.
 
-Durability: ``put`` only buffers and hands out the reference; ``sync``
-writes and fsyncs each segment it touched, once, and the directory when it
-made a segment. The journal writer syncs the store before the log that
-refers to it, so a durable record never names bytes that are not durable:
-on ``open``, bytes after a segment's last referenced payload can only be a
-torn write or payloads of records that never became durable, and are cut;
-a segment nothing refers to is deleted. A referenced payload that does not
-read back (missing, short, CRC mismatch) raises ``PayloadCorrupt``, naming
-the file and offset.
+Durability: ``put`` only buffers and hands out the reference; ``sync`` writes and fsyncs each
+segment it touched, once, and the directory when it made a segment. The journal writer syncs the
+store before the log that refers to it, so a durable record never names bytes that are not durable:
+on ``open``, bytes after a segment's last referenced payload can only be a torn write or payloads of
+records that never became durable, and are cut; a segment nothing refers to is deleted.
 
 Purging: the index (``kind`` -> key -> reference and the object it was
 made from) forgets a payload when its owner dies (``forget``). At
@@ -36,7 +29,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -46,21 +38,31 @@ import structlog
 
 from fairpool.largefields import Buffer, encode_parts
 from fairpool.messages import JobResult
-from fairpool.scheduler.journal import HEADER, JournalCorrupt
+from fairpool.scheduler.journal import HEADER
 from fairpool.scheduler.journalrecords import PayloadRef, RecordError, decode_result
+from fairpool.scheduler.payloadsegments import (
+    PAYLOADS_DIR,
+    SEGMENT_BYTES,
+    WRITE_ALONE,
+    PayloadCorrupt,
+    Segment,
+    first_unbacked,
+    read_payload,
+    segment_files,
+    segment_name,
+    write_frames,
+)
+
+# What the segment files' module holds is imported from here too (the journal's tools, tests, bench).
+__all__ = ["KINDS", "MOSTLY_DEAD", "PAYLOADS_DIR", "SEGMENT_BYTES", "WRITE_ALONE", "PayloadCorrupt", "PayloadStore",
+           "Source", "first_unbacked", "read_payload", "segment_files", "segment_name"]
 
 log = structlog.get_logger("fairpool.scheduler.journal")
 
-PAYLOADS_DIR = "payloads"
-#: A segment is sealed and the next one begun once it would grow past this.
-SEGMENT_BYTES = 32 << 20
 #: At compaction, a segment whose live payloads fill less than this share of it is emptied:
 #: they are written again into the current segment, and it is deleted.
 MOSTLY_DEAD = 0.25
-#: A payload of at least this many bytes is written as it lies, not joined with its neighbours first.
-WRITE_ALONE = 1 << 20
 KINDS = ("cluster", "job", "result")
-_NAME = re.compile(r"seg-(\d{6,})\.dat")
 
 #: What a payload is made from: a job's or a cluster's bytes (a ``memoryview`` when it came in a large
 #: frame: see ``fairpool.largefields.decode_views``), or a result, encoded when it is put.
@@ -89,81 +91,13 @@ class _Index:
         return [ref for refs in self.refs.values() for ref in refs.values()]
 
 
-class PayloadCorrupt(JournalCorrupt):
-    """A payload a journal record refers to does not read back: the daemon must not start."""
-
-    def __init__(self, path: Path, offset: int, reason: str) -> None:
-        Exception.__init__(self, f"payload store {path} is corrupt at offset {offset}: {reason}; inspect it with "
-                                 f"'fairpool admin journal inspect --state-dir {path.parent.parent}'")
-        self.path = path
-        self.offset = offset
-
-
-def first_unbacked(directory: Path, refs_per_record: Iterable[Iterable[PayloadRef]]) -> int | None:
-    """The index of the first record referring to bytes its segment file does not hold, if any.
-
-    Only a power loss can make one (a record that ``write_through`` wrote before the group
-    commit synced the payloads it names): it and every record after it were never
-    acknowledged, so start-up cuts the log there, as it cuts a torn tail.
-    """
-    sizes: dict[int, int] = {}
-    for index, refs in enumerate(refs_per_record):
-        for ref in refs:
-            if ref.segment not in sizes:
-                try:
-                    sizes[ref.segment] = (directory / segment_name(ref.segment)).stat().st_size
-                except FileNotFoundError:
-                    sizes[ref.segment] = -1
-            if ref.offset + HEADER.size + ref.length > sizes[ref.segment]:
-                return index
-    return None
-
-
-def segment_name(number: int) -> str:
-    return f"seg-{number:06d}.dat"
-
-
-def segment_files(directory: Path) -> dict[int, Path]:
-    """The segment files in ``directory`` by number (none if it does not exist)."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return {}
-    return {int(m.group(1)): directory / name for name in names if (m := _NAME.fullmatch(name))}
-
-
-def read_payload(path: Path, data: bytes | mmap.mmap, ref: PayloadRef) -> bytes:
-    """The payload ``ref`` names in ``data`` (the segment file ``path``'s bytes), checked against ``ref``."""
-    end = ref.offset + HEADER.size + ref.length
-    if len(data) < end:
-        raise PayloadCorrupt(path, ref.offset, f"the payload runs past the end of the file ({len(data)} bytes)")
-    if HEADER.unpack_from(data, ref.offset) != (ref.length, ref.crc):
-        raise PayloadCorrupt(path, ref.offset, "the frame there is not the payload the journal refers to")
-    payload = data[ref.offset + HEADER.size:end]
-    if zlib.crc32(payload) != ref.crc:
-        raise PayloadCorrupt(path, ref.offset, "checksum mismatch")
-    return bytes(payload)
-
-
-class _Segment:
-    __slots__ = ("number", "path", "size", "pending", "fd", "unsynced")
-
-    def __init__(self, number: int, path: Path, size: int) -> None:
-        self.number = number
-        self.path = path
-        self.size = size  # written or buffered
-        self.pending: list[Buffer] = []  # frames put, not yet written
-        self.fd = -1
-        self.unsynced = False  # written since the last fsync
-
-
 class PayloadStore:
     def __init__(self, directory: Path, *, fsync: bool = True, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.directory = directory
         self.fsync = fsync
         self.segment_bytes = segment_bytes
-        self._segments: dict[int, _Segment] = {}
-        self._dirty: dict[int, _Segment] = {}  # with frames put or written since the last sync
+        self._segments: dict[int, Segment] = {}
+        self._dirty: dict[int, Segment] = {}  # with frames put or written since the last sync
         self._bytes = 0  # in every segment, written or buffered
         self._highest = 0  # the highest segment number seen: numbers are never reused
         self._current = self._new_segment()  # (``open`` finds where to go on)
@@ -198,7 +132,7 @@ class PayloadStore:
                             bytes_cut=size - end)
                 os.truncate(path, end)
                 size = end
-            self._segments[number] = _Segment(number, path, size)
+            self._segments[number] = Segment(number, path, size)
             self._bytes += size
         self._highest = max(files, default=0)
         last = max(self._segments, default=0)
@@ -208,9 +142,9 @@ class PayloadStore:
         else:
             self._current = self._new_segment()
 
-    def _new_segment(self) -> _Segment:
+    def _new_segment(self) -> Segment:
         self._highest += 1
-        segment = _Segment(self._highest, self.directory / segment_name(self._highest), 0)
+        segment = Segment(self._highest, self.directory / segment_name(self._highest), 0)
         self._segments[segment.number] = segment
         return segment
 
@@ -269,7 +203,7 @@ class PayloadStore:
             for key in keys:
                 self._index.pop(kind, key)
 
-    def _roll(self) -> _Segment:
+    def _roll(self) -> Segment:
         self._current = self._new_segment()
         return self._current
 
@@ -322,13 +256,13 @@ class PayloadStore:
             self._sync_dir(self.directory)  # a new segment's name must survive a crash too
             self._new_files = False
 
-    def _write(self, segment: _Segment) -> None:
+    def _write(self, segment: Segment) -> None:
         if not segment.pending:
             return
         if segment.fd < 0:
             self._new_files |= not segment.path.exists()
             segment.fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _write_all(segment.fd, segment.pending)
+        write_frames(segment.fd, segment.pending)
         segment.pending.clear()
         segment.unsynced = True
         self._dirty[segment.number] = segment
@@ -463,22 +397,3 @@ class PayloadStore:
             if segment.fd >= 0:
                 os.close(segment.fd)
                 segment.fd = -1
-
-
-def _write_all(fd: int, pieces: list[Buffer]) -> None:
-    """Write ``pieces`` in order: small ones joined (one write for many), a large one as it lies
-    (joining it would copy it whole once more)."""
-    batch: list[Buffer] = []
-    for piece in pieces:
-        if len(piece) >= WRITE_ALONE:
-            _write_view(fd, memoryview(b"".join(batch)))
-            batch.clear()
-            _write_view(fd, memoryview(piece))
-        else:
-            batch.append(piece)
-    _write_view(fd, memoryview(b"".join(batch)))
-
-
-def _write_view(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view):]

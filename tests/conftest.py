@@ -8,8 +8,8 @@
 - ``cluster_kwargs``: ``dict(scheduler=..., secret_file=...)`` for SharedJobCluster.
 - ``one_node_pool``: ``cluster_kwargs`` once a node "n1" (2 CPUs) is started.
 - ``wait_for(predicate, ...)`` / ``async_wait_for``: poll a condition under a
-  deadline (``from conftest import wait_for``); ``wait_for_log`` waits for a
-  line in a daemon's log.
+  deadline (``from conftest import wait_for``; they live in ``tests/waiting.py``);
+  ``wait_for_log`` waits for a line in a daemon's log.
 - ``in_tmp_dir`` (chdir to ``tmp_path``), ``no_fairpool_env`` (unset ``FAIRPOOL_*``):
   opt-in, e.g. ``pytestmark = pytest.mark.usefixtures("in_tmp_dir")``.
 - ``run_admin(scheduler, *args)`` / ``admin_json(scheduler, *verb)``: the
@@ -24,7 +24,6 @@ test's ``tmp_path`` and are attached to the report of a failed test.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -34,56 +33,16 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-import trio
+from waiting import POLL, wait_for
+from waiting import async_wait_for as async_wait_for  # (re-exported: tests import it from conftest)
 
 START_DEADLINE = 20.0  # the scheduler writes its address file within this
 STOP_DEADLINE = 10.0  # after SIGTERM, then SIGKILL
-POLL = 0.02
 LOG_TAIL_LINES = 200
 FAIRPOOL = Path(sys.executable).parent / "fairpool"
-
-T = TypeVar("T")
-
-
-# --- waiting -----------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = POLL,
-             message: str | None = None) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting until {message or _describe(predicate)}")
-        time.sleep(interval)
-
-
-async def async_wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = POLL,
-                         message: str | None = None) -> Any:
-    """``wait_for`` for trio tests; ``predicate`` may be sync or async."""
-    deadline = trio.current_time() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if trio.current_time() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting until {message or _describe(predicate)}")
-        await trio.sleep(interval)
-
-
-def _describe(predicate: Callable[..., Any]) -> str:
-    try:
-        return inspect.getsource(predicate).strip()
-    except (OSError, TypeError):
-        return repr(predicate)
 
 
 # --- daemon processes ------------------------------------------------------------------
