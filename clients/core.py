@@ -54,7 +54,7 @@ from fairpool.clients.options import JobOptions, make_options, wire_options
 from fairpool.clients.reattach import reattach_settings
 from fairpool.clients.recover import RecoverInfo, RecoverLog, RecoverState, recover_path
 from fairpool.clients.session import MAX_JOB_PAYLOAD, ClusterSession
-from fairpool.clients.settings import ClientSettings, resolve_settings
+from fairpool.clients.settings import ClientSettings, connection_timing, resolve_settings
 from fairpool.clients.spec import Computation, pack_arguments, pack_spec
 from fairpool.clients.statuses import NodeInfo, StatusFeed
 from fairpool.clusterspec import encode_spec
@@ -98,11 +98,13 @@ class ClusterCore:
         dest_path: str | os.PathLike[str] | None = None,
         name: str | None = None,
         tls: Any = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         # a callable ranks the nodes here (fairpool.clients.noderank): the cluster opens allowed on none
         rank = nodes if callable(nodes) else None
         allowed = [] if rank is not None else _node_patterns(nodes)  # type: ignore[arg-type]
         depends = list(depends)
+        timing = connection_timing(heartbeat_timeout)
         spec = encode_spec(pack_spec(computation, depends, setup, cleanup))
         if len(spec) > MAX_JOB_PAYLOAD:
             raise ComputationError(
@@ -112,10 +114,11 @@ class ClusterCore:
         self._build(
             resolve_settings(scheduler, tenant, secret_file, token, tls), uuid.uuid4().hex, name or _default_name(computation),
             OpenCluster("", "", spec, reentrant, priority, allowed), resources, job_status, cluster_status, dest_path,
-            rank=rank,
+            rank=rank, timing=timing,
         )
         # what an executor needs to open a sibling cluster for arbitrary functions
         self._sibling["depends"] = depends
+        self._sibling["heartbeat_timeout"] = heartbeat_timeout
         if not isinstance(computation, str | os.PathLike):
             self._sibling.update(setup=setup, cleanup=cleanup)
         self._start()
@@ -133,6 +136,7 @@ class ClusterCore:
         job_status: JobStatusCallback | None = None,
         cluster_status: ClusterStatusCallback | None = None,
         dest_path: str | os.PathLike[str] | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> Self:
         """A live cluster object for the existing cluster ``cluster_id`` (whose client died, say).
 
@@ -142,13 +146,15 @@ class ClusterCore:
         numbered after every uid known. The connection keywords are the constructor's
         (``scheduler``, ``tenant``, ``token``, ``secret_file``, ``tls``); those not given come from
         the recover file when ``fairpool-<cluster_id>.recover`` is in the working directory (the
-        reattached cluster carries on that file), else from the usual variables and defaults.
+        reattached cluster carries on that file), else from the usual variables and defaults;
+        ``heartbeat_timeout`` is the constructor's too.
         ``SharedJobCluster.reattach`` connects before it returns; ``AsyncSharedJobCluster.reattach``
         when the returned object is entered (``async with``). Either raises ``ClusterNotFound`` if
         the scheduler has no such cluster for this tenant.
         """
         if not isinstance(cluster_id, str) or not cluster_id or "." in cluster_id:
             raise ClientConfigError(f"not a cluster id: {cluster_id!r}")
+        timing = connection_timing(heartbeat_timeout)
         settings, found = reattach_settings(cluster_id, scheduler, tenant, secret_file, token=token, tls=tls)
         info = found.info if found is not None else None
         self = cls.__new__(cls)
@@ -156,7 +162,7 @@ class ClusterCore:
             settings, cluster_id, info.name if info and info.name else f"cluster {cluster_id[:8]}",
             # no spec: the scheduler keeps the cluster's
             OpenCluster("", "", b"", info.reentrant if info else False, info.priority if info else 0),
-            info.resources if info else None, job_status, cluster_status, dest_path, found,
+            info.resources if info else None, job_status, cluster_status, dest_path, found, timing=timing,
         )
         try:
             self._start()
@@ -178,6 +184,7 @@ class ClusterCore:
         dest_path: str | os.PathLike[str] | None,
         recovered: RecoverState | None = None,
         rank: NodeRank | None = None,
+        timing: _connection.ConnectionTiming = _connection.DEFAULT_TIMING,
     ) -> None:
         """The cluster's pieces. ``opening`` carries the spec (empty: a re-attach), ``reentrant``,
         ``priority`` and the nodes allowed; ``recovered`` is a reattached cluster's recover file, read;
@@ -226,9 +233,9 @@ class ClusterCore:
                                        job_class=self.job_class, recorder=self._recover_log)
         opened = OpenCluster(cluster_id, name, opening.spec, opening.reentrant, priority, opening.nodes)
         self._connection = (
-            _connection.ClusterConnection(self._session, self.settings, opened, _connection.DEFAULT_TIMING)
+            _connection.ClusterConnection(self._session, self.settings, opened, timing)
             if ranker is None else
-            RankingConnection(self._session, self.settings, opened, _connection.DEFAULT_TIMING, ranker=ranker)
+            RankingConnection(self._session, self.settings, opened, timing, ranker=ranker)
         )
         self._open = False
         self.recover_file: Path | None = None

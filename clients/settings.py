@@ -14,21 +14,30 @@ sibling cluster), so the precedence rules live in one place:
   token, the client certificate says who we are and no secret file is read;
   its name is then the tenant (unless ``tenant=`` names one: the scheduler
   refuses a tenant the certificate does not name)
+
+``connection_timing`` checks the connection's timing keywords
+(``heartbeat_timeout=``: how long the client hears nothing from the
+scheduler before it counts the connection dead and reconnects).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import math
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairpool.address import DEFAULT_HOST, DEFAULT_PORT, Address, AddressError
 from fairpool.clients.errors import ClientConfigError
 from fairpool.secret import SecretError, read_secret
 from fairpool.tls import TlsError, TlsFiles, client_context, tls_files
+
+if TYPE_CHECKING:
+    from fairpool.clients.connection import ConnectionTiming
 
 DEFAULT_SCHEDULER = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_SECRET_FILE = os.path.join(".fairpool", "secret")
@@ -110,6 +119,27 @@ def resolve_settings(
             ) from None
     return ClientSettings(address, tenant_name, path.absolute(), secret, f"{socket.gethostname()}:{os.getpid()}",
                           token_text, tls_config)
+
+
+def connection_timing(heartbeat_timeout: object = None) -> ConnectionTiming:
+    """The connection's timing with ``heartbeat_timeout`` seconds (None: the default, 10s).
+
+    It must be a number of seconds greater than the heartbeat interval (1s): the
+    scheduler is heard at least that often, so a shorter wait would drop a healthy
+    connection. ClientConfigError says what is wrong.
+    """
+    from fairpool.clients.connection import DEFAULT_TIMING  # (which imports this module)
+
+    if heartbeat_timeout is None:
+        return DEFAULT_TIMING
+    interval = DEFAULT_TIMING.heartbeat_interval
+    if (isinstance(heartbeat_timeout, bool) or not isinstance(heartbeat_timeout, int | float)
+            or not interval < heartbeat_timeout < math.inf):
+        raise ClientConfigError(
+            f"heartbeat_timeout must be a number of seconds greater than the heartbeat interval ({interval:g}s), "
+            f"not {heartbeat_timeout!r}"
+        )
+    return dataclasses.replace(DEFAULT_TIMING, heartbeat_timeout=float(heartbeat_timeout))
 
 
 def _certificate_tenant(files: TlsFiles) -> str:

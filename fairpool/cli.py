@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--close-hook", metavar="COMMAND", help="shell command run when the node exits")
     p.add_argument("--clean", action="store_true", default=None,
                    help="remove working directories a crashed node left in the state dir")
+    p.add_argument("--max-output", metavar="SIZE",
+                   help='bytes of a job\'s stdout (and of its stderr) kept, head and tail, e.g. "1M" (default: 128K)')
     p.set_defaults(run=_cmd_node, parser=p)
 
     p = commands.add_parser("up", help="scheduler + one local node, in the foreground")

@@ -8,7 +8,8 @@ how it joins and leaves the pool (its lifecycle, run by
 array, then ``failover``), finding the scheduler by its LAN announcements
 (``discover``), the service windows (``serve_hours = "18:00-08:00"``), how
 many clusters to serve, what SIGTERM does (``stop``: finish or hand back),
-and the shell hooks run at start and exit. The converters of those values
+and the shell hooks run at start and exit; and how much of a job's output it
+keeps (``max_output``, the cap ``fairpool.nodes.outputcap`` applies). The converters of those values
 are here; the plainer ones are in ``fairpool.configvalues``.
 """
 
@@ -86,6 +87,8 @@ class NodeConfig:
     close_hook: str = ""  # shell command run when the node exits
     hook_timeout: float = 60.0
     clean: bool = False  # remove working directories a crashed node left, on start
+    # bytes of each of a job's stdout and stderr kept: head and tail (fairpool.nodes.outputcap)
+    max_output: int = 128 * 1024
 
     @property
     def secret_path(self) -> Path:
@@ -154,6 +157,22 @@ def serve_hours(value: Any, from_text: bool) -> tuple[tuple[int, int], ...]:
         windows.append((start, end))
     return tuple(windows)
 
+#: The least and the most ``max_output`` may be: a useful head and tail; and room, for both streams
+#: and the result, in the one message that carries them (a quarter of a message at most).
+MIN_MAX_OUTPUT = 1024
+
+
+def max_output(value: Any, from_text: bool) -> int:
+    """Bytes of each of a job's streams a node keeps, like "256K" or "1M". There is no "unlimited":
+    the output travels in one message with the job's result, and a job printing without end
+    would take every daemon's memory with it."""
+    nbytes = size(value, from_text)
+    if nbytes < MIN_MAX_OUTPUT:
+        raise BadValue(f'expected at least {MIN_MAX_OUTPUT} bytes (1K), like "128K" or "1M", got {nbytes} '
+                       "(there is no unlimited: output travels in one message with the result)")
+    return nbytes
+
+
 NODE_KEYS: dict[str, Converter] = {
     **COMMON_KEYS,
     "scheduler": scheduler_list,  # several: failover order (load_node_config keeps the first in `scheduler`)
@@ -176,6 +195,7 @@ NODE_KEYS: dict[str, Converter] = {
     "close_hook": command,
     "hook_timeout": duration,
     "clean": boolean,
+    "max_output": max_output,
 }
 
 
@@ -195,6 +215,10 @@ def load_node_config(config_file: Path | None, overrides: Mapping[str, Any],
     config = absolute_paths(NodeConfig(**values))
     check_tls(config.tls, "node", config_file)
     check_heartbeat(config.heartbeat_timeout, config.heartbeat_interval, config_file)
+    if config.max_output > config.max_frame_size // 4:
+        raise ConfigError(f"max_output ({config.max_output} bytes) must be at most a quarter of max_frame_size "
+                          f"({config.max_frame_size // 4} bytes): a job's stdout and stderr travel in one message "
+                          f"with its result{where(config_file)}")
     if config.discover and given:
         raise ConfigError("discover finds the scheduler by its announcements: give it no scheduler or failover "
                           f"addresses too (from --scheduler, FAIRPOOL_SCHEDULER or the config file){where(config_file)}")

@@ -4,7 +4,9 @@
 ``<state_dir>/clusters/<cluster_id>/``, queues tasks on the ``WorkerPool``
 and sends progress back to the scheduler in batches (``NodeProgress``
 through a ``fairpool.wire.Outbox``: whatever is ready at each point, one send
-per batch), with a ``Heartbeat`` every ``heartbeat_interval``.
+per batch), with a ``Heartbeat`` every ``heartbeat_interval``. The connection
+itself -- dialing, announcing, the pump, heartbeats, reading -- is
+``fairpool.nodes.schedulerlink``'s; this module handles what comes on it.
 
 The workers outlive the connection: when the scheduler goes away (crash,
 restart, network, refused secret, or silence past ``heartbeat_timeout`` on a
@@ -40,11 +42,8 @@ import structlog
 import trio
 
 from fairpool import sdnotify
-from fairpool.address import Address
-from fairpool.backoff import Backoff
 from fairpool.clusterspec import SpecError, decode_spec, is_safe_file_name
 from fairpool.config import NodeConfig
-from fairpool.handshake import AuthError
 from fairpool.messages import (
     AnyMessage,
     CancelTasks,
@@ -56,24 +55,21 @@ from fairpool.messages import (
     JobResult,
     JobStarted,
     NodeDrain,
-    NodeReady,
     ReleaseCluster,
     Task,
 )
-from fairpool.protocol import ProtocolError
 from fairpool.secret import ensure_secret
-from fairpool.wire import ConnectionClosed, MessageStream, Outbox, open_connection
+from fairpool.wire import Outbox
 
 from .discover import follow_announcements
 from .failover import SchedulerAddresses
 from .lifecycle import Availability, node_lifetime, run_controls
 from .progress import HeldProgress
+from .schedulerlink import SchedulerLink
 from .workerpool import WorkerPool
 
 log = structlog.get_logger("fairpool.node")
 
-INITIAL_RECONNECT_DELAY = 0.1
-MAX_HEARTBEAT_MARKS = 64
 #: While draining, whether the node has settled is looked at again at least this often (seconds).
 SETTLE_POLL = 0.2
 
@@ -93,10 +89,7 @@ def detect_memory() -> int:
         return 0
 
 
-#: How long news that a job started may wait for its result, to travel together.
-STARTED_DELAY = 0.002
-
-class _NodeDaemon:
+class _NodeDaemon(SchedulerLink):
     def __init__(self, config: NodeConfig, secret: bytes) -> None:
         self.config = config
         self._secret = secret
@@ -105,7 +98,7 @@ class _NodeDaemon:
         # jobs run as config.run_as and must not read the node's secret or key (IsolationError at start)
         private = [config.secret_path, *([config.tls.key] if config.tls is not None else [])]
         self.pool = WorkerPool(config.cpus, self.clusters_dir, self._on_progress, node_name=config.name,
-                               run_as=config.run_as, private=private)
+                               run_as=config.run_as, private=private, max_output=config.max_output)
         self.held = HeldProgress()
         self.session = uuid.uuid4().hex  # this run of the node: a restarted node has lost what it ran
         self._wakeup = trio.Event()
@@ -139,142 +132,6 @@ class _NodeDaemon:
         self._changed.set()
         if results or provisional or files:
             self._urgent.set()
-
-    # --- connection ------------------------------------------------------------
-
-    async def run(self, task_status: trio.TaskStatus[None]) -> None:
-        status: trio.TaskStatus[None] | None = task_status
-        backoff = Backoff(INITIAL_RECONNECT_DELAY, self.config.reconnect_max_delay)
-        while True:
-            for address in await self.addresses.round():  # fairpool.nodes.failover
-                stream = await self._connect(address)
-                if stream is None:
-                    continue  # the next preference
-                began = trio.current_time()
-                try:
-                    if await self._session(stream, status, address):
-                        status = None
-                finally:
-                    await stream.aclose()
-                    self.held.connection_lost()
-                if trio.current_time() - began > self.config.reconnect_max_delay:
-                    backoff.reset()  # it was up a while: try again soon
-                break  # the next round starts again from the first preference
-            await trio.sleep(backoff.next_delay())
-
-    async def _connect(self, address: Address) -> MessageStream | None:
-        """An authenticated connection to the scheduler at ``address``, or None (logged)."""
-        try:
-            return await open_connection(
-                address,
-                self._secret,
-                role="node",
-                name=self.config.name,
-                timeout=self.config.handshake_timeout,
-                max_frame=self.config.max_frame_size,
-                # A node certificate proves the node (the secret is then not used).
-                auth="tls" if self.config.tls is not None else "secret",
-                tls=self.config.tls,
-            )
-        except AuthError as exc:
-            log.error("scheduler refused the node", scheduler=str(address), reason=str(exc))
-        except (ConnectionClosed, ProtocolError, OSError) as exc:
-            log.warning("cannot reach the scheduler", scheduler=str(address), reason=str(exc))
-        return None
-
-    async def _session(self, stream: MessageStream, status: trio.TaskStatus[None] | None,
-                       address: Address) -> bool:
-        """Serve one connection until it breaks; False if it broke before the node was announced."""
-        config = self.config
-        try:
-            # (jobs handed back but not confirmed are claimed, then handed back by the NodeDrain after)
-            held = sorted(self.pool.held_uids() | self.held.result_uids() | set(self._handback))
-            ready = NodeReady(config.name, config.cpus, self.memory, config.gpus, self.session, held)
-            # not serving: said in the same write, before the scheduler can dispatch anything
-            drain = [] if self.availability.serving and not self._handback else [self._drain_message()]
-            await stream.send(ready, *drain)
-        except ConnectionClosed as exc:
-            log.warning("scheduler connection lost", scheduler=str(address), reason=str(exc))
-            return False
-        log.info("node connected", scheduler=str(address), name=config.name, cpus=config.cpus,
-                 serving=self.availability.serving)
-        if status is not None:
-            status.started()
-        outbox = Outbox()
-        self._outbox = outbox
-        self._connected.set()
-        self._handback_sent = bool(self._handback)
-        self._heartbeats.clear()  # echoes of another connection's heartbeats cannot come
-        running = self.pool.running()
-        if running:
-            self.held.add(running, [])  # a restarted scheduler learns which of its jobs run here
-        self._wakeup.set()  # whatever is held goes out first
-        reason = "cancelled"
-        async with trio.open_nursery() as nursery:
-
-            async def write() -> None:
-                nonlocal reason
-                try:
-                    await outbox.run_writer(stream)
-                except ConnectionClosed as exc:
-                    reason = str(exc)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(write)
-            nursery.start_soon(self._pump, outbox)
-            nursery.start_soon(self._heartbeat, outbox)
-            try:
-                await self._read(stream)
-            except (ConnectionClosed, ProtocolError) as exc:
-                reason = str(exc)
-            finally:
-                self._outbox = None
-                self._connected = trio.Event()
-                self._handback_sent = False  # told to a connection that is gone: tell the next one
-            nursery.cancel_scope.cancel()
-        log.warning("node disconnected", scheduler=str(address), reason=reason)
-        return True
-
-    async def _pump(self, outbox: Outbox) -> None:
-        while True:
-            await self._wakeup.wait()
-            if not self._urgent.is_set():
-                # Only "started" news: a job that ends within a moment needs no message of its own
-                # (its result says when it started), which saves the scheduler and the client a
-                # message per short job. Results end the wait at once.
-                with trio.move_on_after(STARTED_DELAY):
-                    await self._urgent.wait()
-            self._wakeup = trio.Event()
-            self._urgent = trio.Event()
-            for progress in self.held.take():
-                outbox.put_quietly(progress)
-            outbox.flush_now()  # from this task: the writer task need not be scheduled first
-
-    async def _heartbeat(self, outbox: Outbox) -> None:
-        while True:
-            at = time.time()
-            self._heartbeats[at] = self.held.mark()
-            while len(self._heartbeats) > MAX_HEARTBEAT_MARKS:
-                del self._heartbeats[next(iter(self._heartbeats))]
-            outbox.put(Heartbeat(at))
-            await trio.sleep(self.config.heartbeat_interval)
-
-    async def _read(self, stream: MessageStream) -> None:
-        # A half-open connection (the scheduler's host gone, or the process frozen) looks fine to
-        # the kernel for a long time: silence from a scheduler that heartbeats us is what tells.
-        heard_heartbeat = False
-        silence = self.config.heartbeat_timeout
-        while True:
-            if heard_heartbeat:
-                with trio.move_on_after(silence):
-                    messages = await stream.receive()
-                    for message in messages:
-                        self._handle(message)
-                    continue
-                raise ConnectionClosed(f"no word from the scheduler for {silence:g}s")
-            for message in await stream.receive():
-                heard_heartbeat = heard_heartbeat or isinstance(message, Heartbeat)
-                self._handle(message)
 
     # --- what the scheduler says -----------------------------------------------
 

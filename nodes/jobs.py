@@ -3,8 +3,10 @@
 ``ClusterRuntime`` is a cluster as a worker knows it: ``load()`` unpickles
 ``(compute, setup, cleanup)`` together (so that globals set by setup are
 visible to compute) and runs setup once; ``run(task)`` runs one job, a
-function call with its prints captured or a program with its output, and
-returns a ``JobResult`` whatever happened; ``release()`` runs cleanup. A job's
+function call with its prints captured or a program with its output (each
+stream bounded while the job runs to the node's ``max_output`` bytes, head
+and tail: ``fairpool.nodes.outputcap``), and returns a ``JobResult`` whatever
+happened; ``release()`` runs cleanup. A job's
 exception, ``sys.exit`` or unpicklable result becomes a FAILED result with a
 one-line reason and the traceback: it never reaches the worker's loop.
 
@@ -19,8 +21,8 @@ connection that would carry it).
 
 from __future__ import annotations
 
-import io
 import os
+import selectors
 import subprocess
 import sys
 import time
@@ -37,6 +39,8 @@ from fairpool.payload import dumps as dump_payload
 from fairpool.payload import dumps_parts as dump_payload_parts
 from fairpool.payload import loads as load_payload
 from fairpool.protocol import DEFAULT_MAX_FRAME
+
+from .outputcap import DEFAULT_MAX_OUTPUT, CappedText, OutputCap
 
 _EWMA_WEIGHT = 0.2
 #: A result must fit in one message, with room for the rest of it (as arguments must on the client).
@@ -108,8 +112,10 @@ def result_limit(max_payload: int) -> tuple[int, str]:
 class ClusterRuntime:
     """One cluster as a worker process knows it: its spec and, once loaded, its functions."""
 
-    def __init__(self, cluster_id: str, spec: bytes, workdir: Path, max_payload: int = 0) -> None:
+    def __init__(self, cluster_id: str, spec: bytes, workdir: Path, max_payload: int = 0,
+                 max_output: int = DEFAULT_MAX_OUTPUT) -> None:
         self.cluster_id = cluster_id
+        self.max_output = max_output  # bytes of each of a job's streams kept (fairpool.nodes.outputcap)
         self.raw_spec = spec
         self.workdir = str(workdir)
         self.result_limit = result_limit(max_payload)
@@ -151,7 +157,7 @@ class ClusterRuntime:
             return
         self.compute = compute
         if setup is not None:
-            out, err = io.StringIO(), io.StringIO()
+            out, err = self.capture()
             saved = sys.stdout, sys.stderr
             sys.stdout, sys.stderr = out, err
             try:
@@ -162,6 +168,10 @@ class ClusterRuntime:
                 sys.stdout, sys.stderr = saved
             self.setup_output = (out.getvalue(), err.getvalue())
         self.setup_ok = self.failure is None
+
+    def capture(self) -> tuple[CappedText, CappedText]:
+        """Fresh stdout and stderr for a job: bounded while it runs, however much it prints."""
+        return CappedText(self.max_output, "stdout"), CappedText(self.max_output, "stderr")
 
     def release(self) -> None:
         """Run cleanup (errors go to stderr: they must not stop the worker) and unload."""
@@ -222,7 +232,7 @@ def _run_function(task: Task, cluster: ClusterRuntime) -> JobResult:
         reason = f"could not unpickle the job's arguments: {describe(exc)}"
         return failed_result(task, time.time(), reason, format_job_traceback(exc))
     assert cluster.compute is not None
-    out, err = io.StringIO(), io.StringIO()
+    out, err = cluster.capture()
     setup_out, setup_err = cluster.setup_output
     if setup_out or setup_err:
         out.write(setup_out)
@@ -274,7 +284,7 @@ def _run_function(task: Task, cluster: ClusterRuntime) -> JobResult:
     return JobResult(task.uid, "FINISHED", payload, out.getvalue(), err.getvalue(), "", "", None, started, finished)
 
 
-def _unsent(task: Task, reason: str, tb: str, out: io.StringIO, err: io.StringIO, started: float,
+def _unsent(task: Task, reason: str, tb: str, out: CappedText, err: CappedText, started: float,
             finished: float) -> JobResult:
     """A job that returned, but whose result cannot be sent: FAILED, saying why."""
     return JobResult(task.uid, "FAILED", pickle_exception(RuntimeError(reason)), out.getvalue(), err.getvalue(),
@@ -289,19 +299,46 @@ def _run_program(task: Task, cluster: ClusterRuntime, program: str) -> JobResult
         reason = f"could not unpickle the job's arguments: {describe(exc)}"
         return failed_result(task, started, reason, format_job_traceback(exc))
     argv = [os.path.join(cluster.workdir, program), *map(str, args)]
+    out, err = OutputCap(cluster.max_output, "stdout"), OutputCap(cluster.max_output, "stderr")
     try:
-        proc = subprocess.run(argv, cwd=cluster.workdir, stdin=subprocess.DEVNULL, capture_output=True)
+        returncode = run_capped(argv, cluster.workdir, out, err)
     except OSError as exc:
         return failed_result(task, started, f"could not run program {program!r}: {exc.strerror or exc}")
     return JobResult(
         task.uid,
         "FINISHED",
-        dumps_value(proc.returncode),
-        proc.stdout.decode(errors="replace"),
-        proc.stderr.decode(errors="replace"),
+        dumps_value(returncode),
+        out.getvalue(),
+        err.getvalue(),
         "",
         "",
-        proc.returncode,
+        returncode,
         started,
         time.time(),
     )
+
+
+def run_capped(argv: list[str], cwd: str, out: OutputCap, err: OutputCap) -> int:
+    """Run ``argv`` to its end, its stdout and stderr read as they come into ``out`` and ``err``.
+
+    Read in turn from both pipes (a program filling one must not block on the
+    other) and kept bounded: a program printing gigabytes costs no memory here.
+    """
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    with proc, selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, out)
+        selector.register(proc.stderr, selectors.EVENT_READ, err)
+        while selector.get_map():
+            for key, _events in selector.select():
+                data = os.read(key.fd, _PIPE_READ)
+                if data:
+                    key.data.feed(data)
+                else:  # EOF: the program (and whatever it started) closed it
+                    selector.unregister(key.fileobj)
+        return proc.wait()
+
+
+#: How much of a program's output is read at a time.
+_PIPE_READ = 64 * 1024

@@ -69,6 +69,7 @@ from fairpool.messages import (
 from fairpool.protocol import Connection, ProtocolError, encode_frame_parts
 
 from .jobs import ClusterRuntime, failed_result
+from .outputcap import DEFAULT_MAX_OUTPUT
 from .proctree import ProcessTree, become_subreaper, reap_orphans
 
 #: Send results once this many are pending...
@@ -93,8 +94,10 @@ ACTIVE: Worker | None = None
 class Worker:
     """The loop: read tasks, run them in order, send their results in adaptive batches."""
 
-    def __init__(self, sock: socket.socket, workdir_base: Path, counter: mmap.mmap | None = None) -> None:
+    def __init__(self, sock: socket.socket, workdir_base: Path, counter: mmap.mmap | None = None,
+                 max_output: int = DEFAULT_MAX_OUTPUT) -> None:
         self.sock = sock
+        self.max_output = max_output  # bytes of each of a job's streams kept (the node's max_output)
         self.counter = counter
         self.tasks_started = 0  # tasks taken from the queue, run or skipped: the next one's ordinal
         self.cancelled: dict[str, str] = {}  # uid of a queued task -> why the node cancelled it
@@ -252,7 +255,7 @@ class Worker:
                     if cdef.cluster_id not in self.clusters:
                         workdir = self.workdir_base / cdef.cluster_id
                         self.clusters[cdef.cluster_id] = ClusterRuntime(cdef.cluster_id, cdef.spec, workdir,
-                                                                        cdef.max_payload)
+                                                                        cdef.max_payload, self.max_output)
                 self.fifo.extend(message.tasks)
             elif isinstance(message, ReleaseCluster):
                 # in order with the tasks: cleanup runs after the cluster's last queued job
@@ -304,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir-base", type=Path, required=True, help="parent of the clusters' working dirs")
     parser.add_argument("--counter-fd", type=int, default=None, help="shared memory for the started-task counter")
     parser.add_argument("--lifeline-fd", type=int, default=None, help="pipe that reaches EOF when the node dies")
+    parser.add_argument("--max-output", type=int, default=DEFAULT_MAX_OUTPUT,
+                        help="bytes of each of a job's stdout and stderr kept (head and tail)")
     options = parser.parse_args(argv)
     sock = socket.socket(fileno=options.fd)
     # a job's own child processes must not hold the node's socket open
@@ -322,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         os.close(options.counter_fd)  # the mapping stays
     global ACTIVE
     # absolute now: jobs run in cluster dirs, where a relative base would mean something else
-    ACTIVE = Worker(sock, options.workdir_base.absolute(), counter)
+    ACTIVE = Worker(sock, options.workdir_base.absolute(), counter, options.max_output)
     ACTIVE.subreaper = become_subreaper()
     if ACTIVE.subreaper:
         signal.signal(signal.SIGCHLD, _child_exited)

@@ -95,6 +95,7 @@ class WorkerPool(StoppingTasks):
         node_name: str = "",
         run_as: str | None = None,
         private: Sequence[Path] = (),
+        max_output: int | None = None,
     ) -> None:
         if cpus < 1:
             raise ValueError(f"a worker pool needs at least one cpu, got {cpus}")
@@ -102,6 +103,7 @@ class WorkerPool(StoppingTasks):
         # absolute: workers chdir into cluster dirs, a relative base would then point elsewhere
         self.workdir_base = Path(workdir_base).absolute()
         self.node_name = node_name
+        self.max_output = max_output  # bytes of each of a job's streams kept (None: the worker's default)
         # who jobs run as (None: the node's own user); IsolationError now, at the node's start
         self.run_as = resolve_run_as(run_as)
         self._private = [Path(p).absolute() for p in private]  # files jobs must not be able to read
@@ -294,7 +296,7 @@ class WorkerPool(StoppingTasks):
         """Keep one worker process alive in this slot: start it, serve it, replace it when it dies."""
         first = True
         while True:
-            worker = await spawn_worker(self.workdir_base, self.run_as)
+            worker = await spawn_worker(self.workdir_base, self.run_as, self.max_output)
             self._workers.append(worker)
             if first:
                 task_status.started()

@@ -119,16 +119,19 @@ class WorkerHandle:
         return index if 0 <= index < len(self.queue) else -1
 
 
-async def spawn_worker(workdir_base: Path, run_as: RunAs | None = None) -> WorkerHandle:
+async def spawn_worker(workdir_base: Path, run_as: RunAs | None = None, max_output: int | None = None) -> WorkerHandle:
     """Start a worker process in a new session, on a fresh socketpair, counter and lifeline.
 
-    With ``run_as`` it starts as that user (groups, group and user set before exec).
+    With ``run_as`` it starts as that user (groups, group and user set before exec); with
+    ``max_output`` it keeps that many bytes of each of a job's streams (default: the worker's).
     """
     ours, theirs = socket.socketpair()
     lifeline_read, lifeline_write = os.pipe()  # both non-inheritable: only pass_fds crosses exec
     # -P: nothing of the current directory on sys.path, where a cluster's files could shadow modules
     argv = [sys.executable, "-P", "-m", "fairpool.nodes.worker", "--fd", str(theirs.fileno())]
     argv += ["--workdir-base", str(workdir_base), "--lifeline-fd", str(lifeline_read)]
+    if max_output is not None:
+        argv += ["--max-output", str(max_output)]
     pass_fds = [theirs.fileno(), lifeline_read]
     counter_fd = _counter_fd()
     counter = None
