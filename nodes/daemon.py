@@ -99,7 +99,9 @@ class _NodeDaemon(SchedulerLink):
         private = [config.secret_path, *([config.tls.key] if config.tls is not None else [])]
         self.pool = WorkerPool(config.cpus, self.clusters_dir, self._on_progress, node_name=config.name,
                                run_as=config.run_as, private=private, max_output=config.max_output)
-        self.held = HeldProgress()
+        # A pool's frame limit is alike everywhere: a quarter of this node's keeps its reports
+        # well under the scheduler's.
+        self.held = HeldProgress(budget=config.max_frame_size // 4)
         self.session = uuid.uuid4().hex  # this run of the node: a restarted node has lost what it ran
         self._wakeup = trio.Event()
         self._urgent = trio.Event()  # results (or what jobs send) are waiting: no delay

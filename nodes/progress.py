@@ -14,8 +14,8 @@ the scheduler is away (it may be restarting), so none is ever lost.
 Order is kept: a job's provisional results and files always leave in the
 same message as its result or an earlier one, and a consumer applies a
 message's ``provisional`` and ``files`` before its ``results``. A message
-carries at most about ``MAX_PROGRESS_FILE_BYTES`` of file data: more goes in
-several messages, files first, the rest of the progress in the last.
+carries at most about ``MAX_PROGRESS_FILE_BYTES`` of payloads and file data: more goes in
+several messages, files first, then provisional results, then results.
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from collections import deque
 from collections.abc import Callable
 
 from fairpool.messages import FileChunk, JobProvisional, JobResult, JobStarted, NodeProgress
+from fairpool.newsbatch import NEWS_BUDGET, news_size, split_news
 
 #: Progress sent within this many seconds before a disconnect is sent again after reconnecting...
 RESEND_WINDOW = 5.0
 #: ...but no more than about this many bytes of it.
 RESEND_BYTES = 256 * 1024 * 1024
-#: File data per NodeProgress message, so that a large file never makes one huge frame.
-MAX_PROGRESS_FILE_BYTES = 16 * 1024 * 1024
+#: Payloads, outputs and file data per NodeProgress message, so that a batch of large results or
+#: a large file never makes one frame over the scheduler's limit.
+MAX_PROGRESS_FILE_BYTES = NEWS_BUDGET
 
 _Progress = tuple[list[JobStarted], list[JobResult], list[JobProvisional], list[FileChunk]]
 
@@ -45,17 +47,15 @@ class _Batch:
         self.seq = seq
         self.when = when
         self.started, self.results, self.provisional, self.files = progress
-        self.size = (
-            sum(len(r.payload) + len(r.stdout) + len(r.stderr) + len(r.traceback) + 64 for r in self.results)
-            + sum(len(p.payload) + 64 for p in self.provisional)
-            + sum(len(f.data) + len(f.name) + 64 for f in self.files)
-        )
+        self.size = news_size(self.started, self.results, self.provisional, self.files)
 
 
 class HeldProgress:
     """Progress not yet handed to a connection, and what was handed over but not known read."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int | None = None) -> None:
+        # bytes per message: the module's default, or less for a pool whose frames are smaller
+        self.budget = budget
         self.started: list[JobStarted] = []
         self.results: list[JobResult] = []
         self.provisional: list[JobProvisional] = []
@@ -94,7 +94,7 @@ class HeldProgress:
         self._recent.append(batch)
         self._recent_bytes += batch.size
         self._drop(lambda seq, when: when < now - RESEND_WINDOW or self._recent_bytes > RESEND_BYTES)
-        return _messages(*progress)
+        return _messages(*progress, budget=self.budget)
 
     def mark(self) -> int:
         """The sequence number of the last batch handed over: a heartbeat sent now follows it."""
@@ -144,22 +144,10 @@ class HeldProgress:
 
 
 def _messages(
-    started: list[JobStarted], results: list[JobResult], provisional: list[JobProvisional], files: list[FileChunk]
+    started: list[JobStarted], results: list[JobResult], provisional: list[JobProvisional], files: list[FileChunk],
+    budget: int | None = None,
 ) -> list[NodeProgress]:
-    """One NodeProgress, or several if the file data is large: files first, everything else in the last.
-
-    A job's files thus never arrive after its result.
-    """
-    if sum(len(f.data) for f in files) <= MAX_PROGRESS_FILE_BYTES:
-        return [NodeProgress(started, results, provisional, files)]
-    messages: list[NodeProgress] = []
-    part: list[FileChunk] = []
-    size = 0
-    for chunk in files:
-        if part and size + len(chunk.data) > MAX_PROGRESS_FILE_BYTES:
-            messages.append(NodeProgress([], [], [], part))
-            part, size = [], 0
-        part.append(chunk)
-        size += len(chunk.data)
-    messages.append(NodeProgress(started, results, provisional, part))
-    return messages
+    """One NodeProgress, or several if the batch is large (``fairpool.newsbatch``): files first,
+    then provisional results, then results, so that a job's news never arrive after its result."""
+    limit = MAX_PROGRESS_FILE_BYTES if budget is None else min(budget, MAX_PROGRESS_FILE_BYTES)
+    return [NodeProgress(*part) for part in split_news(started, results, provisional, files, limit)]

@@ -23,6 +23,7 @@ from fairpool.messages import (
     NodeEvent,
     ReleaseCluster,
 )
+from fairpool.newsbatch import split_news
 from fairpool.policies.base import Policy
 from fairpool.policies.dispatcher import Dispatcher
 from fairpool.policies.resources import Resources
@@ -89,12 +90,14 @@ class StateBase:
         return out
 
     def _flush_updates(self, conn: int) -> None:
-        """Emit what ``conn`` should hear about its jobs now, as one JobsUpdate."""
+        """Emit what ``conn`` should hear about its jobs now: one JobsUpdate, or several if it
+        is large (a client reattaching after an outage is told every result not acknowledged)."""
         started = self._started.pop(conn, [])
         results = self._results.pop(conn, [])
         provisional, files = self._extras.pop(conn, ([], []))
         if (started or results or provisional or files) and conn in self.conns:
-            self._out.append(Send(conn, JobsUpdate(started, results, provisional, files)))
+            for part in split_news(started, results, provisional, files):
+                self._out.append(Send(conn, JobsUpdate(*part)))
 
     def log_job(self, level: str, event: str, job: JobRecord, node: str = "", **fields: object) -> None:
         """A log line about one job: always with its uid, tenant, cluster and node (see fairpool.logs)."""

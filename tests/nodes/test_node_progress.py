@@ -33,7 +33,7 @@ def test_large_file_data_is_split_and_results_come_last(monkeypatch) -> None:
     held.add([], [], [], [chunk("j1", i * 60, 60, last=i == 4) for i in range(5)])
     held.add([], [JobResult("j1", "FINISHED")])
     messages = held.take()
-    assert len(messages) == 5  # 60 bytes each: two never fit under 100
+    assert len(messages) == 6  # 60 bytes of data each: two never fit under 100; then the result
     assert [c.offset for m in messages for c in m.files] == [0, 60, 120, 180, 240]
     assert all(not m.results for m in messages[:-1])
     assert [r.uid for r in messages[-1].results] == ["j1"]

@@ -10,11 +10,14 @@ from fairpool.messages import (
     ClusterClosed,
     ClusterOpened,
     Error,
+    JobResult,
     JobsUpdate,
+    NodeProgress,
     OpenCluster,
     Queued,
     ReleaseCluster,
 )
+from fairpool.newsbatch import NEWS_BUDGET
 from fairpool.scheduler.events import Send
 
 if TYPE_CHECKING:
@@ -290,3 +293,20 @@ def test_submit_cannot_take_over_a_uid_of_a_cluster_whose_id_extends_its_own(dri
     driver.submit(mallory, "a", ["a.b.1"])
     assert driver.state.jobs["a.b.1"].tenant == "alice"
     assert driver.queued() == ["a.b.1"]
+
+
+def test_a_reattaching_client_is_told_many_large_results_in_messages_of_bounded_size(driver: StateDriver) -> None:
+    alice = driver.open_cluster("c1")
+    node, _ = driver.node(cpus=4)
+    driver.submit(alice, "c1", 4)
+    driver.start(node, "c1.0", "c1.1", "c1.2", "c1.3")
+    driver.disconnect(alice)
+    big = NEWS_BUDGET // 2 + 1  # two never share a message
+    results = [JobResult(f"c1.{n}", "FINISHED", bytes([n]) * big, started_at=driver.now - 1.0,
+                         finished_at=driver.now, node="n1") for n in range(4)]
+    driver.send(node, NodeProgress([], results))  # while nobody listens
+    again = driver.client()
+    out = driver.send(again, OpenCluster("c1", "test", b""))
+    updates = out.messages(again, JobsUpdate)
+    assert [[r.uid for r in u.results] for u in updates] == [["c1.0"], ["c1.1"], ["c1.2"], ["c1.3"]]
+    assert [r.payload for u in updates for r in u.results] == [r.payload for r in results]
