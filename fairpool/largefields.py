@@ -36,7 +36,7 @@ import functools
 import operator
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
@@ -164,44 +164,37 @@ for _cls in get_args(AnyMessage):
     _carrier_fields(_cls, _carriers)
 
 
-#: For a message whose one ``bytes`` field is its only carrier, that field's getter: a list of them is
-#: checked in one C loop (``holds_large`` runs on every message sent).
-_flat: dict[type, Callable[[Any], Any]] = {
-    cls: operator.attrgetter(fields[0]) for cls, fields in _carriers.items()
-    if len(fields) == 1 and {f.name: f.type for f in msgspec.structs.fields(cls)}[fields[0]] is bytes
-}
+def _is_flat(cls: Any) -> bool:
+    """A message whose one carrier is a ``bytes`` field of its own."""
+    fields = _carriers.get(cls, ())
+    return len(fields) == 1 and {f.name: f.type for f in msgspec.structs.fields(cls)}[fields[0]] is bytes
 
 
-def _plan(cls: type) -> tuple[tuple[str, str | None], ...] | None:
+def _plan(cls: type) -> tuple[tuple[str, str | None], ...]:
     """How to check a message of ``cls`` in a plain loop: (field, None) for a ``bytes`` field,
-    (field, item's field) for a list of flat messages; None when it has other carriers."""
+    (field, item's field) for a list of flat messages."""
     types = {f.name: f.type for f in msgspec.structs.fields(cls)}
     plan: list[tuple[str, str | None]] = []
     for name in _carriers[cls]:
         tp = types[name]
         if tp is bytes:
             plan.append((name, None))
-        elif get_origin(tp) is list and get_args(tp)[0] in _flat:
+        elif get_origin(tp) is list and _is_flat(get_args(tp)[0]):
             (item,) = _carriers[get_args(tp)[0]]
             plan.append((name, item))
-        else:
-            return None
+        else:  # (found at import, by every test: a new layout is taught here, not guessed at)
+            raise TypeError(f"{cls.__name__}.{name}: a payload field laid out as {tp!r} has no plan")
     return tuple(plan)
 
 
-#: Per message type, its ``_plan`` (every message type with a carrier has one today): ``holds_large``
-#: runs on every message sent, and a plain loop over a known layout is several times faster.
-_plans: dict[type, tuple[tuple[str, str | None], ...]] = {
-    cls: plan for cls in _carriers if _carriers[cls] and (plan := _plan(cls)) is not None
-}
+#: Per message type with a payload field, its ``_plan``: ``holds_large`` runs on every message
+#: sent, and a plain loop over a known layout is several times faster than walking the types.
+_plans: dict[type, tuple[tuple[str, str | None], ...]] = {cls: _plan(cls) for cls in _carriers if _carriers[cls]}
 
 
 def holds_large(message: Message, large: int) -> bool:
     """Whether ``message`` holds a ``bytes`` field of ``large`` bytes or more (see ``hollow``)."""
-    plan = _plans.get(type(message))
-    if plan is None:
-        return _holds_large(message, large)
-    for name, item in plan:
+    for name, item in _plans.get(type(message), ()):
         value = getattr(message, name)
         if item is None:
             if len(value) >= large:
@@ -210,26 +203,6 @@ def holds_large(message: Message, large: int) -> bool:
         for each in value:
             if len(getattr(each, item)) >= large:
                 return True
-    return False
-
-
-def _holds_large(message: Message, large: int) -> bool:
-    for name in _carriers.get(type(message), ()):
-        field = getattr(message, name)
-        kind = type(field)
-        if kind is bytes or kind is memoryview or kind is Pieces:
-            if len(field) >= large:
-                return True
-        elif kind is list:
-            if field:
-                flat = _flat.get(type(field[0]))
-                if flat is not None:
-                    if max(map(len, map(flat, field))) >= large:
-                        return True
-                elif any(holds_large(item, large) for item in field):
-                    return True
-        elif field is not None and holds_large(field, large):
-            return True
     return False
 
 

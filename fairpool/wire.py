@@ -48,6 +48,7 @@ class MessageStream:
         self.stream = stream
         self.protocol = Connection(max_frame)
         self._pending: list[AnyMessage] = []
+        self._plain = isinstance(stream, trio.SocketStream)  # (a large frame's rest: ``recv_into``)
 
     async def receive_one(self) -> AnyMessage:
         """The next message; any that arrived with it wait for the next ``receive``."""
@@ -61,7 +62,7 @@ class MessageStream:
             messages, self._pending = self._pending, []
             return messages
         while True:
-            into = self.protocol.receive_buffer() if isinstance(self.stream, trio.SocketStream) else None
+            into = self.protocol.receive_buffer() if self._plain else None
             try:
                 if into is not None:
                     messages = await self._receive_into(into)

@@ -172,20 +172,17 @@ class PolicyBase:
         if self._origin is None:
             self._origin = now
 
-    def _repush(self, tenant: str) -> None:
-        """A tenant's key may have dropped: give it a fresh heap entry."""
+    def _repush(self, tenant: str, *, either_way: bool = False) -> None:
+        """A tenant's key may have dropped: give it a fresh heap entry. ``either_way``: it may have
+        moved either way (a completion), and an entry is made only if it dropped, since the heap
+        finds out about a grown key by itself."""
         if tenant != self._current:
             state = self._tenants.get(tenant)
             if state is not None and state.queue.live:
-                self._heap.push(tenant)
-
-    def _reconsider(self, tenant: str) -> None:
-        """A tenant's key may have moved either way (a completion): a fresh heap entry only if it
-        dropped, since the heap finds out about a grown key by itself."""
-        if tenant != self._current:
-            state = self._tenants.get(tenant)
-            if state is not None and state.queue.live:
-                self._heap.lower(tenant)
+                if either_way:
+                    self._heap.lower(tenant)
+                else:
+                    self._heap.push(tenant)
 
     def _rebuild(self) -> None:
         self._current = None
@@ -294,7 +291,7 @@ class PolicyBase:
         # One fresh heap entry per tenant, with its key after all of these completions: a push per
         # completion made a burst of N results cost N heap pushes (and key computations) per tenant.
         for tenant in touched:
-            self._reconsider(tenant)
+            self._repush(tenant, either_way=True)
 
     # --- decisions ----------------------------------------------------------
 

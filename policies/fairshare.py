@@ -93,7 +93,7 @@ class FairSharePolicy(PolicyBase):
         account = self._accounts.get(tenant)
         if account is None:
             return 0.0
-        excess = account.overrun.value(self._rel(self._now))
+        excess = account.overrun.value(self._rel(self._now)) if account.overrun.running else 0.0
         return account.tag + excess / account.weight if excess else account.tag
 
     def _key(self, tenant: str) -> Key:
@@ -145,13 +145,7 @@ class FairSharePolicy(PolicyBase):
         tenant = run.tenant
         account = run.state.books or self._account(tenant, 0.0)
         weight = account.weight
-        start_tag = account.tag
-        started = self._rel(run.started)
-        overrun = account.overrun
-        if overrun.running:
-            excess = overrun.value(started if run.started == self._now else self._rel(self._now))
-            if excess:
-                start_tag += excess / weight
+        start_tag = self.tag(tenant)
         received = start_tag - account.estimated
         vclass = account.vclass
         if received > self._vtime.get(vclass, 0.0):
@@ -161,7 +155,7 @@ class FairSharePolicy(PolicyBase):
         estimate = run.charge * run.estimate / weight
         account.tag += estimate
         account.estimated += estimate
-        overrun.add(run.uid, run.seq, run.charge, started + run.estimate)
+        account.overrun.add(run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
 
     def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:
         account = run.state.books or self._account(run.tenant, 0.0)

@@ -143,11 +143,8 @@ class RoundRobinPolicy(PolicyBase):
         self._deficit[tenant] = (self._deficit.get(tenant, 0.0)
                                  - run.charge * self._slots() * (runtime - run.estimate))
 
-    def _repush(self, tenant: str) -> None:
+    def _repush(self, tenant: str, *, either_way: bool = False) -> None:
         pass  # no heap: the ring is the order
-
-    def _reconsider(self, tenant: str) -> None:
-        pass
 
     # --- views --------------------------------------------------------------
 
