@@ -188,9 +188,15 @@ class ClusterSession:
         return self._batches(new)
 
     def take_cancels(self) -> CancelJobs | None:
-        """Cancellations asked for since the last call (after ``take_new``: a job's Submit goes first)."""
+        """Cancellations asked for since the last call (after ``take_new``: a job's Submit goes first).
+
+        A job registered after that ``take_new`` keeps its cancellation for the next flush (its
+        registration asked for one): sent now, it would overtake the job's Submit, and the scheduler
+        would cancel nothing, then queue the job."""
         with self._lock:
-            uids, self._cancel_new = self._cancel_new, []
+            unsent = {item.uid for item in self._new}
+            uids = [uid for uid in self._cancel_new if uid not in unsent]
+            self._cancel_new = [uid for uid in self._cancel_new if uid in unsent]
         uids = [uid for uid in uids if not self._jobs[uid].phase.is_final]
         self._cancelling.update(uids)
         return CancelJobs(uids) if uids else None

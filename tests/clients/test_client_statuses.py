@@ -188,6 +188,20 @@ def test_provisional_results_are_kept_on_the_job() -> None:
     assert (job.status, job.provisional, job.result()) == (S.FINISHED, {"step": 1}, "done")
 
 
+def test_a_job_registered_after_the_submits_were_taken_keeps_its_cancel_until_its_own_submit() -> None:
+    session = ClusterSession("cid", canceller=lambda job: True)
+    first, second = Job((1,), {}, 0.0), Job((2,), {}, 0.0)
+    session.add(first, b"p")
+    session.take_new()  # a flush has taken the first Submit...
+    session.add(second, b"p")  # ...when another job and both cancellations arrive
+    session.request_cancel(first)
+    session.request_cancel(second)
+    assert session.take_cancels() == CancelJobs(["cid.1"])  # cid.2's would overtake its Submit
+    (submit,) = session.take_new()
+    assert [j.uid for j in submit.jobs] == ["cid.2"]
+    assert session.take_cancels() == CancelJobs(["cid.2"])
+
+
 def test_cancels_follow_their_submits_and_are_sent_again_until_the_job_ends() -> None:
     session = ClusterSession("cid", canceller=lambda job: True)
     jobs = [Job((i,), {}, 0.0) for i in range(3)]
