@@ -33,6 +33,7 @@ Figures only; nothing is asserted. The target
     .venv/bin/python bench/decisions.py
     .venv/bin/python bench/decisions.py --policies fair-share,drf --decisions 200000
     .venv/bin/python bench/decisions.py --profile decayed-usage
+    .venv/bin/python bench/decisions.py --compiled     # as ``pip install .`` builds it
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from compiled_venv import policies_build, reexec_compiled
 
 from fairpool.policies.dispatcher import Dispatcher, Placement
 from fairpool.policies.registry import BUILTIN, make_policy
@@ -216,6 +219,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="dispatcher: completions per decision round (1: the worst case)")
     parser.add_argument("--no-limit", dest="limit_to_room", action="store_false",
                         help="dispatcher: call next_jobs without a limit (the scheduler passes the free slots)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="measure a regular install of this checkout (policies compiled) in bench/.venv-compiled")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     args.policy_list = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -226,6 +231,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.compiled:
+        reexec_compiled(__file__, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--compiled"])
     if args.profile:
         profile(args.profile, args)
         return 0
@@ -234,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.decisions:,} decisions, best of {args.repeat}; simulator: {args.sim_seconds:g} simulated s "
           f"on {args.slots // 8} nodes x 8 cpus"
           + ("" if args.limit_to_room else "; next_jobs without a limit")
-          + (f"; {args.batch} completions per round" if args.batch > 1 else "; one completion per round"), flush=True)
+          + (f"; {args.batch} completions per round" if args.batch > 1 else "; one completion per round")
+          + f"\npolicies: {policies_build()}", flush=True)
     results: list[PolicyFigures] = []
     sim_problems: dict[str, list[str]] = {}
     for name in args.policy_list:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Set
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .base import NO_FIT_SKIP_TENANT, Explanation, QueuedJob
 from .estimates import RuntimeEstimates
 from .heap import Key, TenantHeap
@@ -68,6 +70,7 @@ class TenantState:
         return Resources(self.cpus, self.memory, self.gpus) if self.running else NOTHING
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it
 class PolicyBase:
     name: ClassVar[str] = "base"
     OPTIONS: ClassVar[tuple[Option, ...]] = ()

@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .core import NO_HEAD, PolicyBase, RunningJob
 from .heap import Key
 from .options import Option
@@ -50,6 +52,7 @@ class _Usage:
         self.running = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it
 class DecayedUsagePolicy(PolicyBase):
     name = "decayed-usage"
     OPTIONS: ClassVar[tuple[Option, ...]] = (
@@ -94,18 +97,17 @@ class DecayedUsagePolicy(PolicyBase):
             return node.u + node.rate * self._per_scale * (self._grow(t) - node.g)
         return node.u
 
-    def _node(self, name: str, t: float) -> _Usage:
+    def _settle(self, name: str, t: float) -> _Usage:
+        """The node brought up to ``t`` (every start and finish settles its tenant's path)."""
         node = self._nodes.get(name)
         if node is None:
             node = self._nodes[name] = _Usage(t, self._grow(t))
-        return node
-
-    def _settle(self, name: str, t: float) -> _Usage:
-        node = self._node(name, t)
-        if t > node.t:
-            node.u = self._value(name, t)
+        elif t > node.t:
+            scale = self._grow(t)
+            if node.rate:
+                node.u += node.rate * self._per_scale * (scale - node.g)
             node.t = t
-            node.g = self._grow(t)
+            node.g = scale
         return node
 
     def _add_rate(self, tenant: str, rate: float, count: int, t: float) -> None:

@@ -18,11 +18,14 @@ submitted first whenever the pool has fewer slots than tenants: starvation.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from .core import PolicyBase, RunningJob
 from .heap import Key
 from .resources import dominant_share
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it
 class DrfPolicy(PolicyBase):
     name = "drf"
 

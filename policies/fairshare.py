@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .core import NO_HEAD, PolicyBase, RunningJob, TenantState
 from .estimates import Overrun
 from .heap import Key
@@ -49,6 +51,7 @@ class _Account:
         self.minimum = minimum  # priority's min guarantee
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it
 class FairSharePolicy(PolicyBase):
     name = "fair-share"
     OPTIONS: ClassVar[tuple[Option, ...]] = (
@@ -99,7 +102,8 @@ class FairSharePolicy(PolicyBase):
     def _key(self, tenant: str) -> Key:
         # the hot path of every decision: tag() and head_order() inlined
         state = self._tenants.get(tenant)
-        account = state.books if state is not None else self._accounts.get(tenant)
+        # typed, so that compiled the reads below are native attribute reads, not lookups by name
+        account: _Account | None = state.books if state is not None else self._accounts.get(tenant)
         if account is None:
             tag = 0.0
         else:
@@ -143,7 +147,7 @@ class FairSharePolicy(PolicyBase):
         if resumed:
             return  # its estimate is in the restored tag already
         tenant = run.tenant
-        account = run.state.books or self._account(tenant, 0.0)
+        account: _Account = run.state.books or self._account(tenant, 0.0)
         weight = account.weight
         start_tag = self.tag(tenant)
         received = start_tag - account.estimated
@@ -158,7 +162,7 @@ class FairSharePolicy(PolicyBase):
         account.overrun.add(run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
 
     def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:
-        account = run.state.books or self._account(run.tenant, 0.0)
+        account: _Account = run.state.books or self._account(run.tenant, 0.0)
         account.overrun.remove(run.uid)
         weight = account.weight
         account.tag += run.charge * (runtime - run.estimate) / weight

@@ -25,6 +25,8 @@ import heapq
 from collections.abc import Iterator, Mapping, Set
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .base import NO_FIT_SKIP_JOB, NO_FIT_STOP, Explanation, QueuedJob
 from .options import Option
 from .resources import Resources
@@ -33,6 +35,7 @@ from .tenants import TenantConfig
 MODES = ("strict", "skip")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it
 class FifoPolicy:
     name = "fifo"
     OPTIONS: ClassVar[tuple[Option, ...]] = (

@@ -12,10 +12,13 @@ the guarantee names) goes first, whatever its tier. ``max`` caps and
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from .fairshare import FairSharePolicy
 from .resources import Resources, below
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it
 class PriorityPolicy(FairSharePolicy):
     name = "priority"
     tiered = True

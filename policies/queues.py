@@ -20,10 +20,14 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 from .base import QueuedJob
 
-_Entry = tuple[int, int, int, QueuedJob]  # (-priority or 0, seq, generation, job)
+# (-priority or 0, seq, generation, job). Typed as a plain tuple on purpose: compiled (mypyc),
+# a fixed-shape tuple is unboxed and boxed anew wherever it is stored, and ``first`` is told
+# apart from the other entries by identity.
+_Entry = tuple[Any, ...]
 
 
 class TenantQueue:
@@ -54,7 +58,7 @@ class TenantQueue:
         if job.uid in self.live:
             return False
         self._gen += 1
-        entry = (-job.priority if self.by_priority else 0, job.seq, self._gen, job)
+        entry: _Entry = (-job.priority if self.by_priority else 0, job.seq, self._gen, job)
         self.live[job.uid] = self._gen
         run = self._run
         if not run or entry > run[-1]:
@@ -84,7 +88,8 @@ class TenantQueue:
         return True
 
     def _alive(self, entry: _Entry) -> bool:
-        return self.live.get(entry[3].uid) == entry[2]
+        generation: int = entry[2]
+        return self.live.get(entry[3].uid) == generation
 
     def _refresh(self) -> None:
         """Drop dead entries from both fronts; ``first`` becomes the smaller one."""

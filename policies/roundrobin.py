@@ -24,12 +24,15 @@ from collections import deque
 from collections.abc import Mapping, Set
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .core import PolicyBase, RunningJob
 from .estimates import Overruns
 from .heap import Key
 from .options import Option
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it
 class RoundRobinPolicy(PolicyBase):
     name = "round-robin"
     OPTIONS: ClassVar[tuple[Option, ...]] = (

@@ -32,6 +32,7 @@ from fairpool.address import Address
 from fairpool.config import ConfigError, SchedulerConfig
 from fairpool.handshake import Peer
 from fairpool.messages import Dispatch, Heartbeat, Message, Reply, Request
+from fairpool.policies import compiled as policies_compiled
 from fairpool.policies.registry import make_policy
 from fairpool.scheduler.connections import ConnectionHandling, _Link
 from fairpool.scheduler.events import (
@@ -251,6 +252,7 @@ async def serve_scheduler(config: SchedulerConfig, *, task_status: trio.TaskStat
 
             nursery.start_soon(run_announcer, config, secret, bound)
         log.info("scheduler listening", address=str(bound), policy=server.state.policy.name,
+                 policies_build="compiled" if policies_compiled() else "pure Python",
                  secret_file=str(config.secret_path))
         task_status.started(bound)
         sdnotify.ready(f"listening on {bound}, policy {server.state.policy.name}")
