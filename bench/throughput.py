@@ -11,6 +11,7 @@ medians over the repeats. dispy and Dask run in their own venv
     .venv/bin/python bench/throughput.py                  # everything, N=5000, 3 repeats
     .venv/bin/python bench/throughput.py --skip-peers     # fairpool + pool only
     .venv/bin/python bench/throughput.py --only dispy,dask --jobs 2000 --json out.json
+    .venv/bin/python bench/throughput.py --compiled ...   # fairpool as ``pip install .`` builds it
 
 Exit status: 0 when the run completed (a peer that hung is a result), 1 when
 fairpool or the pool baseline produced no figures, 2 on bad options, 130 on
@@ -37,6 +38,7 @@ from typing import Any, NoReturn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report  # noqa: E402
+from compiled_venv import policies_build, reexec_compiled  # noqa: E402
 from harness import Outcome  # noqa: E402
 from peers_venv import PEER_REQUIREMENTS, ensure_peers_venv  # noqa: E402
 from systems import MEASURE, NEEDS_PEERS, Settings  # noqa: E402
@@ -68,6 +70,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "(default 60 + jobs/100 + latency-jobs/50)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write all figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, state)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="run fairpool from a regular install of this checkout (policies compiled, "
+                        "bench/.venv-compiled), as pip install . builds it")  # fmt: skip
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(systems) - set(ORDER))
@@ -165,6 +170,8 @@ def _document(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.compiled:
+        reexec_compiled(__file__, [a for a in (sys.argv[1:] if argv is None else argv) if a != "--compiled"])
     # explicit, because a shell starting us in the background sets SIGINT to ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -188,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="fairpool-bench-"))
     print(
         f"{args.jobs} jobs, {args.latency_jobs} round trips ({args.latency_discard} discarded), "
-        f"{args.repeat} repeats of {', '.join(args.systems)}; run dir {root}",
+        f"{args.repeat} repeats of {', '.join(args.systems)}; run dir {root}; "
+        f"policies {policies_build()}",
         flush=True,
     )
     interrupted = False
