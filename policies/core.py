@@ -322,7 +322,7 @@ class PolicyBase:
                 else:
                     # The common case, one tenant taking several slots in a row: if its key is
                     # still no bigger than a lower bound of every other key, it is the smallest.
-                    bound = self._heap.peek_key()
+                    bound = self._heap.peek_bound()
                     if bound is None:  # no other tenant waits
                         self._current = current
                         return current

@@ -182,8 +182,9 @@ class DecayedUsagePolicy(PolicyBase):
                 usage = node.u
             state = self._tenants.get(tenant)
             head = state.queue.first if state is not None else None
-            order = (head[0], head[1]) if head is not None else NO_HEAD
-            return (usage / self.tree.weight(tenant), *order)
+            if head is None:
+                return (usage / self.tree.weight(tenant), *NO_HEAD)
+            return (usage / self.tree.weight(tenant), head[0], head[1])
         path = self.tree.path(tenant)
         levels = [self._value(name, t) / self.tree.level_share(name) for name in path]
         levels += [0.0] * (self._depth - len(levels))

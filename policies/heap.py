@@ -101,7 +101,9 @@ class TenantHeap:
                     continue
                 return tenant
             fresh = self._key(tenant)
-            if fresh > entry[:-2]:  # grew since it was pushed: not known to be the smallest yet
+            # grew since it was pushed: not known to be the smallest yet. (Against the whole entry:
+            # a key equal to the entry's is its prefix, so smaller, as against the key alone.)
+            if fresh > entry:
                 self._counter += 1
                 entry = live[tenant] = fresh + (self._counter, tenant)
                 heapq.heapreplace(heap, entry)
@@ -114,12 +116,14 @@ class TenantHeap:
             return tenant
         return None
 
-    def peek_key(self) -> Key | None:
-        """A lower bound of every live entry's key (None: empty); stale entries on top are dropped."""
+    def peek_bound(self) -> _Entry | None:
+        """The smallest live entry (None: empty), a lower bound of every live key: ``key <= bound``
+        holds exactly when the key is no bigger than that entry's key (which is its prefix).
+        Stale entries on top are dropped."""
         heap, live = self._heap, self._live
         while heap and live.get(heap[0][-1]) is not heap[0]:
             heapq.heappop(heap)
-        return heap[0][:-2] if heap else None
+        return heap[0] if heap else None
 
     def set_aside(self, tenant: str) -> None:
         self.discard(tenant)
