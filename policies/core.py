@@ -24,7 +24,7 @@ from .estimates import RuntimeEstimates
 from .heap import Key, TenantHeap
 from .options import Option
 from .queues import TenantQueue
-from .resources import NOTHING, Resources, charge
+from .resources import NOTHING, Resources, charge_of
 from .tenants import TenantConfig, TenantTree
 
 SNAPSHOT_VERSION = 1
@@ -34,19 +34,20 @@ NO_HEAD = (float("inf"), float("inf"))  # the (priority, sequence) of an empty q
 class RunningJob:
     __slots__ = ("uid", "tenant", "seq", "started", "charge", "estimate", "cpus", "memory", "gpus", "state")
 
-    def __init__(self, job: QueuedJob, started: float, charge: float, estimate: float,
-                 state: TenantState) -> None:
+    def __init__(self, job: QueuedJob, uid: str, tenant: str, started: float, capacity: Resources,
+                 estimate: float, state: TenantState) -> None:
         self.state = state  # its tenant's
-        self.uid = job.uid
-        self.tenant = job.tenant
+        self.uid = uid
+        self.tenant = tenant
         self.seq = job.seq
         self.started = started
-        self.charge = charge  # c(r) at dispatch, pool-seconds per second
         self.estimate = estimate  # L_hat at dispatch, seconds
         # what it holds, as plain numbers: a Resources per start and finish cost every decision
         self.cpus = float(job.cpus)
         self.memory = int(job.memory)
         self.gpus = int(job.gpus)
+        # c(r) at dispatch, pool-seconds per second
+        self.charge = charge_of(self.cpus, self.memory, self.gpus, capacity)
 
     @property
     def resources(self) -> Resources:
@@ -218,39 +219,41 @@ class PolicyBase:
         if was_empty or became_head:
             self._repush(job.tenant)
 
-    def _unqueue(self, job: QueuedJob) -> bool:
-        state = self._tenants.get(job.tenant)
+    def _unqueue(self, job: QueuedJob, uid: str, tenant: str) -> TenantState | None:
+        """Take a job out of its tenant's queue; its tenant's state (None: no such tenant)."""
+        state = self._tenants.get(tenant)
         if state is None:
-            return False
+            return None
         queue = state.queue
-        was_head = queue.first is not None and queue.first[3] is job
-        if not queue.remove(job.uid):
-            return False
+        first = queue.first
+        was_head = first is not None and first[3] is job
+        if not queue.remove(uid, head=was_head):
+            return state
         self._queued -= 1
         if not queue.live:
-            self._heap.discard(job.tenant)
-            if self._current == job.tenant:
+            self._heap.discard(tenant)
+            if self._current == tenant:
                 self._current = None
-            self._on_idle(job.tenant)
-        elif was_head and job.tenant != self._current:
-            self._repush(job.tenant)  # the next job may be an older one: a smaller key
-        return True
+            self._on_idle(tenant)
+        elif was_head and tenant != self._current:
+            self._repush(tenant)  # the next job may be an older one: a smaller key
+        return state
 
     def dequeue(self, job: QueuedJob) -> None:
-        self._unqueue(job)
+        self._unqueue(job, job.uid, job.tenant)
 
     def on_start(self, job: QueuedJob, now: float, *, resumed: bool = False) -> None:
         if self._finishes or now > self._now or self._origin is None:
             self._advance(now)
-        self._unqueue(job)
-        if job.uid in self._running:
+        uid, tenant = job.uid, job.tenant
+        state = self._unqueue(job, uid, tenant) or self._tenant(tenant)
+        if uid in self._running:
             return
-        state = self._tenants.get(job.tenant) or self._tenant(job.tenant)
-        estimate = self.estimates.by_tenant.get(job.tenant)
+        estimate = self.estimates.by_tenant.get(tenant)
         if estimate is None:
-            estimate = self.estimates.get(job.tenant)
-        run = RunningJob(job, now, charge(job, self.capacity), estimate, state)
-        self._running[job.uid] = run
+            estimate = self.estimates.get(tenant)
+        run = RunningJob(job, uid, tenant, now, self.capacity, estimate, state)
+        self._running[uid] = run
         state.running += 1
         state.rate += run.charge
         state.cpus += run.cpus
@@ -266,35 +269,46 @@ class PolicyBase:
         if not self._finishes:
             return
         finishes, self._finishes = self._finishes, []
-        if len(finishes) > 1:
-            finishes.sort()
+        if len(finishes) == 1:  # the common case: no ordering, one tenant
+            now, _, uid, runtime = finishes[0]
+            tenant = self._apply_finish(now, uid, runtime)
+            if tenant is not None:
+                self._repush(tenant, either_way=True)
+            return
+        finishes.sort()
         touched: dict[str, None] = {}  # tenants whose keys may have dropped, in first-finish order
         for now, _, uid, runtime in finishes:
-            run = self._running.pop(uid, None)
-            if run is None:
-                continue
-            state = run.state
-            state.running -= 1
-            if state.running == 0:
-                state.rate = state.cpus = 0.0  # no float drift left behind
-                state.memory = state.gpus = 0
-            else:
-                state.rate -= run.charge
-                state.cpus -= run.cpus
-                state.memory -= run.memory
-                state.gpus -= run.gpus
-            if now > self._now:
-                self._now = now
-            took = runtime if runtime is not None else now - run.started
-            if took < 0.0:
-                took = 0.0
-            self.estimates.observe(run.tenant, took)
-            self._on_finished(run, now, took)
-            touched[run.tenant] = None
+            tenant = self._apply_finish(now, uid, runtime)
+            if tenant is not None:
+                touched[tenant] = None
         # One fresh heap entry per tenant, with its key after all of these completions: a push per
         # completion made a burst of N results cost N heap pushes (and key computations) per tenant.
         for tenant in touched:
             self._repush(tenant, either_way=True)
+
+    def _apply_finish(self, now: float, uid: str, runtime: float | None) -> str | None:
+        """One completion's accounting; its tenant (None: the job was not running)."""
+        run = self._running.pop(uid, None)
+        if run is None:
+            return None
+        state = run.state
+        state.running -= 1
+        if state.running == 0:
+            state.rate = state.cpus = 0.0  # no float drift left behind
+            state.memory = state.gpus = 0
+        else:
+            state.rate -= run.charge
+            state.cpus -= run.cpus
+            state.memory -= run.memory
+            state.gpus -= run.gpus
+        if now > self._now:
+            self._now = now
+        took = runtime if runtime is not None else now - run.started
+        if took < 0.0:
+            took = 0.0
+        self.estimates.observe(run.tenant, took)
+        self._on_finished(run, now, took)
+        return run.tenant
 
     # --- decisions ----------------------------------------------------------
 
@@ -305,10 +319,8 @@ class PolicyBase:
                 self._tenants[name].queue.restore_aside()
                 self._repush(name)  # its head may be an earlier job again: a smaller key
             self._aside_jobs.clear()
-        current = self._current
-        if current is not None:
-            self._current = None
-            self._repush(current)
+        # The tenant that took the last slot stays current, out of the heap: next_tenant weighs
+        # its fresh key against the heap's smallest entry, a heap push and pop fewer per round.
         if self._heap.aside:
             self._heap.restore_aside(self.backlogged)
 

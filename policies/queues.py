@@ -71,12 +71,13 @@ class TenantQueue:
             return True
         return False
 
-    def remove(self, uid: str) -> bool:
-        """Drop a queued job; True when it was there."""
+    def remove(self, uid: str, *, head: bool = False) -> bool:
+        """Drop a queued job; True when it was there. ``head``: the caller knows it is the head
+        job (``first``), as a dispatched job is: spares reading the head's uid."""
         if self.live.pop(uid, None) is None:
             return False
         first = self.first
-        if first is not None and first[3].uid == uid:  # ``first`` is alive: the job's own entry
+        if first is not None and (head or first[3].uid == uid):  # ``first`` is alive: the job's own
             run = self._run
             if run and run[0] is first:
                 run.popleft()
@@ -94,14 +95,23 @@ class TenantQueue:
     def _refresh(self) -> None:
         """Drop dead entries from both fronts; ``first`` becomes the smaller one."""
         run, heap, live = self._run, self._heap, self.live
-        while run and live.get(run[0][3].uid) != run[0][2]:
+        front: _Entry | None = None
+        while run:
+            front = run[0]
+            if live.get(front[3].uid) == front[2]:
+                break
             run.popleft()
-        while heap and live.get(heap[0][3].uid) != heap[0][2]:
+            front = None
+        if not heap:
+            self.first = front
+            return
+        while heap:
+            top = heap[0]
+            if live.get(top[3].uid) == top[2]:
+                self.first = top if front is None or top < front else front
+                return
             heapq.heappop(heap)
-        if run and heap:
-            self.first = run[0] if run[0] < heap[0] else heap[0]
-        else:
-            self.first = run[0] if run else heap[0] if heap else None
+        self.first = front
 
     def head(self) -> QueuedJob | None:
         """The job this tenant sends next (None when all are set aside or none queued)."""

@@ -64,15 +64,20 @@ def charge(item: HasResources, capacity: Resources) -> float:
     anyway). An empty pool (no node yet) is taken as one cpu, so that charges
     stay positive and comparable until nodes join.
     """
+    return charge_of(float(item.cpus), float(item.memory), float(item.gpus), capacity)
+
+
+def charge_of(cpus: float, memory: float, gpus: float, capacity: Resources) -> float:
+    """``charge`` of plain numbers (a running job's, read once)."""
     if capacity.cpus <= 0 and capacity.memory <= 0 and capacity.gpus <= 0:
-        return float(item.cpus)
+        return cpus
     total = 0.0
     if capacity.cpus > 0:
-        total += item.cpus / capacity.cpus
+        total += cpus / capacity.cpus
     if capacity.memory > 0:
-        total += item.memory / capacity.memory
+        total += memory / capacity.memory
     if capacity.gpus > 0:
-        total += item.gpus / capacity.gpus
+        total += gpus / capacity.gpus
     return total
 
 
