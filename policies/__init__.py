@@ -5,7 +5,7 @@
 - one module per policy: ``fifo``, ``roundrobin``, ``fairshare``, ``decayed``, ``drf``, ``priority``;
 - ``limits``: quotas shared by all policies; ``dispatcher``: what the scheduler calls;
 - ``registry``: policies by name, built-in or from the ``fairpool.policies`` entry points;
-- ``resources``, ``tenants``, ``queues``, ``heap``, ``estimates``, ``options``: the pieces.
+- ``resources``, ``tenants``, ``queues``, ``heap``, ``running``, ``estimates``, ``options``: the pieces.
 
 A regular install compiles these modules with mypyc (setup.py); ``compiled()``
 says whether the ones imported are.

@@ -29,10 +29,11 @@ from typing import Any, ClassVar
 
 from mypy_extensions import mypyc_attr
 
-from .core import NO_HEAD, PolicyBase, RunningJob
+from .core import NO_HEAD, PolicyBase
 from .heap import Key
 from .options import Option
 from .resources import Resources
+from .running import RunningJob
 from .tenants import TenantConfig
 
 RANKINGS = ("classic", "fair-tree")

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from mypy_extensions import mypyc_attr
 
-from .core import PolicyBase, RunningJob
+from .core import PolicyBase
 from .heap import Key
 from .resources import dominant_share
+from .running import RunningJob
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it

@@ -25,11 +25,12 @@ from typing import Any, ClassVar
 
 from mypy_extensions import mypyc_attr
 
-from .core import NO_HEAD, PolicyBase, RunningJob, TenantState
+from .core import NO_HEAD, PolicyBase
 from .estimates import Overrun
 from .heap import Key
 from .options import Option
 from .resources import Resources, below
+from .running import RunningJob, TenantState
 
 
 class _Account:

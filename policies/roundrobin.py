@@ -26,10 +26,11 @@ from typing import Any, ClassVar
 
 from mypy_extensions import mypyc_attr
 
-from .core import PolicyBase, RunningJob
+from .core import PolicyBase
 from .estimates import Overruns
 from .heap import Key
 from .options import Option
+from .running import RunningJob
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # third-party policies build on it

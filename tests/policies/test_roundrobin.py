@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from policysim import Sim, job, weights
 
-from fairpool.policies.core import PolicyBase, RunningJob
+from fairpool.policies.core import PolicyBase
 from fairpool.policies.heap import Key
 from fairpool.policies.resources import Resources
 from fairpool.policies.roundrobin import RoundRobinPolicy
+from fairpool.policies.running import RunningJob
 
 
 class OneJobPerTurn(PolicyBase):
