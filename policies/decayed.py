@@ -19,6 +19,13 @@ Exponential decay multiplies every usage by the same factor, so it never
 changes the order; usage is kept scaled by ``2^((t - t0)/H)`` and only the
 running tenants' usage moves between events (rebased now and then to keep the
 numbers small). Ancestors hold the sums of their subtrees, for fair-tree.
+
+The ranking reads usage at the current time rounded down to ``H / 2^20`` (82
+ms for a day's half-life), as Slurm recomputes its priorities every few
+minutes: within that step the running tenants' keys stand still, so a
+decision does not re-rank every one of them whose usage moved by a few
+millionths since the last one. The error is at most that step's usage, a
+millionth of a half-life's; usage itself (``usage``, snapshots) is exact.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from .tenants import TenantConfig
 
 RANKINGS = ("classic", "fair-tree")
 _REBASE = 40.0  # half-lives between rebases: 2^40 keeps plenty of float precision
+_RANK_STEPS = 2.0**20  # ranking time resolution: this many steps per half-life
 
 
 class _Usage:
@@ -80,6 +88,8 @@ class DecayedUsagePolicy(PolicyBase):
         self._carried: dict[str, float] = {}
         self._scale_at: tuple[float, float] = (math.nan, 1.0)  # (t, 2^((t - t0)/H)): one exp2 per time
         self._per_scale = half_life / math.log(2)
+        self._rank_step = half_life / _RANK_STEPS
+        self._classic = ranking == "classic"
 
     # --- scaled usage -------------------------------------------------------
 
@@ -171,7 +181,8 @@ class DecayedUsagePolicy(PolicyBase):
 
     def _key(self, tenant: str) -> Key:
         t = self._rel(self._now)
-        if self.ranking_mode == "classic":
+        t -= t % self._rank_step  # (the module's docstring says why)
+        if self._classic:
             # U/w orders tenants as U/S does (S = w / the total weight) and does not move when a
             # tenant joins; _value and head_order inlined: every decision computes several keys
             node = self._nodes.get(tenant)

@@ -165,3 +165,22 @@ def test_reloading_the_policy_file_keeps_every_tenants_usage() -> None:
     assert math.isclose(policy.usage("alice"), before, rel_tol=1e-12)
     assert math.isclose(policy.usage("lab"), before, rel_tol=1e-12)  # a group holds its members' sum
     assert policy.tree.path("alice") == ("lab", "alice")
+
+
+def test_the_ranking_reads_usage_in_steps_of_a_millionth_of_the_half_life() -> None:
+    # H = 2^20 s: a one-second step. alice used the pool for 0.3 s; bob runs from 0.3 s on, and
+    # his usage passes hers at 0.6 s, but the ranking sees it only from the next step on.
+    policy = DecayedUsagePolicy(half_life=2.0**20)
+    policy.configure(capacity=Resources(1.0))
+    used, waiting = job("alice", 1), job("alice", 2)
+    running, queued = job("bob", 3), job("bob", 4)
+    for queued_job in (used, waiting, running, queued):
+        policy.enqueue(queued_job)
+    policy.on_start(used, 0.0)
+    policy.on_finish(used, 0.3, 0.3)
+    policy.on_start(running, 0.3)
+    policy.begin_round(0.9)
+    assert policy.usage("bob") > policy.usage("alice")  # usage itself is exact
+    assert policy.ranking() == ["bob", "alice"]  # ranked as of 0.0 s
+    policy.begin_round(1.0)
+    assert policy.ranking() == ["alice", "bob"]
