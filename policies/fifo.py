@@ -14,14 +14,17 @@ A tenant held by its own limits (max_running, max resources) never blocks the
 others in either mode.
 
 Unlike the fair policies, fifo keeps no accounts, so it is built for speed:
-a dict in submit order (jobs arrive in sequence), the rare out-of-order
-requeues merged in, and removals during a decision round deferred to the next
-round, so that taking the head of 100,000 queued jobs costs O(1).
+one ``TenantQueue`` for the whole pool, unordered by priority (jobs arrive
+in sequence, so the head leaves in O(1); the rare out-of-order requeues sit
+in its heap), and removals during a decision round deferred to the next
+round, so that the round's walk through the queue is never invalidated.
+(A dict in submit order did this before: every round's fresh iterator then
+stepped over the slots of all the jobs taken from its front since it last
+grew, so a decision cost more the longer the scheduler ran.)
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterator, Mapping, Set
 from typing import Any, ClassVar
 
@@ -29,6 +32,7 @@ from mypy_extensions import mypyc_attr
 
 from .base import NO_FIT_SKIP_JOB, NO_FIT_STOP, Explanation, QueuedJob
 from .options import Option
+from .queues import TenantQueue
 from .resources import Resources
 from .tenants import TenantConfig
 
@@ -48,16 +52,14 @@ class FifoPolicy:
             raise ValueError(f"fifo mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.no_fit = NO_FIT_STOP if mode == "strict" else NO_FIT_SKIP_JOB
-        self._jobs: dict[int, QueuedJob] = {}  # by sequence; insertion order is submit order
-        self._last_seq = -1
-        self._requeued: set[int] = set()  # sequences enqueued out of order
-        self._gone: set[int] = set()  # left the queue during the current round (removed next round)
-        self._count = 0
-        self._round: Iterator[QueuedJob] | None = None
+        self._queue = TenantQueue(by_priority=False)  # the pool's one queue, by sequence
+        self._gone: dict[str, QueuedJob] = {}  # left the queue this round (removed next round)
+        self._round: Iterator[QueuedJob] | None = None  # the walk past the head, once needed
+        self._head_offered = False  # this round: the head was offered (the walk starts after it)
         self._current: QueuedJob | None = None
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._queue) - len(self._gone)
 
     def __getstate__(self) -> dict[str, Any]:
         # A round's iterator is not state: a copy starts its next round afresh.
@@ -72,28 +74,21 @@ class FifoPolicy:
         """Nothing to do: fifo ignores weights and capacity."""
 
     def enqueue(self, job: QueuedJob) -> None:
-        seq = job.seq
-        if seq in self._jobs and seq not in self._gone:
+        uid = job.uid
+        if self._gone.pop(uid, None) is not None:  # back before its removal was applied: it stays
             return
-        if seq in self._gone:  # back before its removal was applied: it simply stays
-            self._gone.discard(seq)
-            self._jobs[seq] = job
-            self._count += 1
+        if uid in self._queue:
             return
-        if seq < self._last_seq:
-            self._requeued.add(seq)
-        else:
-            self._last_seq = seq
-        self._round = None  # the dict changes: a round's iterator must not go on
-        self._jobs[seq] = job
-        self._count += 1
+        self._round = None  # the queue changes: a round's walk must not go on
+        self._head_offered = False
+        self._queue.push(job)
 
     def dequeue(self, job: QueuedJob) -> None:
-        seq = job.seq
-        if seq in self._jobs and seq not in self._gone:
-            self._gone.add(seq)
-            self._count -= 1
-            if self._current is not None and self._current.seq == seq:
+        uid = job.uid
+        if uid in self._queue and uid not in self._gone:
+            self._gone[uid] = job
+            current = self._current
+            if current is not None and current.uid == uid:
                 self._current = None
 
     def on_start(self, job: QueuedJob, now: float, *, resumed: bool = False) -> None:
@@ -105,29 +100,35 @@ class FifoPolicy:
     # --- decisions ----------------------------------------------------------
 
     def begin_round(self, now: float) -> None:
-        for seq in self._gone:
-            self._jobs.pop(seq, None)
-            self._requeued.discard(seq)
-        self._gone.clear()
+        if self._gone:
+            queue = self._queue
+            for uid in self._gone:
+                queue.remove(uid)
+            self._gone.clear()
         self._current = None
-        self._round = self._in_order()
-
-    def _in_order(self) -> Iterator[QueuedJob]:
-        if not self._requeued:
-            return iter(self._jobs.values())
-        requeued = sorted(self._requeued)
-        skip = set(requeued)
-        inorder = (j for j in self._jobs.values() if j.seq not in skip)
-        return heapq.merge((self._jobs[s] for s in requeued), inorder, key=lambda j: j.seq)
+        self._round = None
+        self._head_offered = False
 
     def next_tenant(self, skip: Set[str]) -> str | None:
         current = self._current
         if current is not None and current.tenant not in skip:
             return current.tenant
+        gone = self._gone
         if self._round is None:
-            self._round = self._in_order()
+            if not self._head_offered:  # most rounds take the head and end: no walk at all
+                self._head_offered = True
+                first = self._queue.first
+                if first is None:
+                    self._current = None
+                    return None
+                head: QueuedJob = first[3]
+                if head.tenant not in skip and not (gone and head.uid in gone):
+                    self._current = head
+                    return head.tenant
+            self._round = self._queue.jobs()
+            next(self._round, None)  # the head, offered already
         for job in self._round:
-            if job.seq in self._gone or job.tenant in skip:
+            if job.tenant in skip or (gone and job.uid in gone):
                 continue
             self._current = job
             return job.tenant
@@ -151,16 +152,16 @@ class FifoPolicy:
     def order(self) -> Iterator[QueuedJob]:
         """Queued jobs in submit order (a snapshot: safe while the queue changes)."""
         gone = self._gone
-        return iter([j for j in self._in_order() if j.seq not in gone])
+        return iter([j for j in self._queue.jobs() if j.uid not in gone])
 
     def explain(self, job: QueuedJob, now: float | None = None) -> Explanation:
-        queued = job.seq in self._jobs and job.seq not in self._gone
+        queued = job.uid in self._queue and job.uid not in self._gone
         if not queued:
             return Explanation(self.name, job.uid, job.tenant, False, None, 0, 0, None, None, "not queued")
-        earlier = sum(1 for seq in self._jobs if seq < job.seq and seq not in self._gone)
+        earlier = sum(1 for j in self.order() if j.seq < job.seq)
         reason = f"{earlier} job(s) submitted earlier are still queued"
         # rank: its place in the one queue of the pool
-        return Explanation(self.name, job.uid, job.tenant, True, earlier + 1, self._count, earlier, None, None,
+        return Explanation(self.name, job.uid, job.tenant, True, earlier + 1, len(self), earlier, None, None,
                            reason)
 
     def tenant_figures(self, tenant: str) -> tuple[float | None, float | None, str]:
