@@ -43,8 +43,15 @@ def stage_policies() -> list[str]:
     return sources
 
 
+# The setuptools commands that build extensions; pip also runs this file for metadata only
+# (dist_info, egg_info), where compiling would be wasted.
+BUILDS = {"bdist_wheel", "build", "build_ext", "install"}
+
+
 def native_extensions() -> list:
     if os.environ.get("FAIRPOOL_PURE") == "1" or "editable_wheel" in sys.argv:
+        return []
+    if not BUILDS.intersection(sys.argv):
         return []
     try:
         from mypyc.build import mypycify
