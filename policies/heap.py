@@ -63,7 +63,7 @@ class TenantHeap:
             self.push(tenant)
         elif entry[0] != _LOWEST[0]:  # (an entry at the lowest bound cannot be lowered)
             key = self._key(tenant)
-            if key < entry[:-2]:
+            if key < entry:  # (a key equal to the entry's is its prefix: smaller, a harmless push)
                 self.push(tenant, key)
 
     def discard(self, tenant: str) -> None:
