@@ -168,16 +168,18 @@ class PolicyBase:
         self._rebuild()
 
     def enqueue(self, job: QueuedJob) -> None:
-        state = self._tenants.get(job.tenant) or self._tenant(job.tenant)
-        was_empty = not state.queue.live
-        if job.uid in state.queue.live:
+        tenant = job.tenant
+        state = self._tenants.get(tenant) or self._tenant(tenant)
+        queue = state.queue
+        was_empty = not queue.live
+        if job.uid in queue.live:
             return
-        became_head = state.queue.push(job)
+        became_head = queue.push(job)
         self._queued += 1
         if was_empty:
-            self._on_backlogged(job.tenant)
+            self._on_backlogged(tenant)
         if was_empty or became_head:
-            self._repush(job.tenant)
+            self._repush(tenant)
 
     def _unqueue(self, job: QueuedJob, uid: str, tenant: str) -> TenantState | None:
         """Take a job out of its tenant's queue; its tenant's state (None: no such tenant)."""
@@ -222,8 +224,9 @@ class PolicyBase:
         self._on_started(run, resumed)
 
     def on_finish(self, job: QueuedJob, now: float, runtime: float | None = None) -> None:
-        if job.uid in self._running:
-            self._finishes.append((now, job.seq, job.uid, runtime))
+        uid = job.uid
+        if uid in self._running:
+            self._finishes.append((now, job.seq, uid, runtime))
 
     def _flush(self) -> None:
         if not self._finishes:

@@ -115,16 +115,16 @@ class FairSharePolicy(PolicyBase):
                 if excess:
                     tag += excess / account.weight
         head = state.queue.first if state is not None else None
-        prio, seq = (head[0], head[1]) if head is not None else NO_HEAD
         if not self.tiered:
-            return (tag, prio, seq)
+            return (tag, head[0], head[1]) if head is not None else (tag, *NO_HEAD)
         # a finish can make a tenant guaranteed again: PolicyBase reconsiders it after every finish
         if account is None:
             minimum, tier = self._minimum(tenant), self._vclass(tenant)
         else:
             minimum, tier = account.minimum, account.vclass
         guaranteed = minimum is not None and below(self.allocation(tenant), minimum)
-        return (0.0 if guaranteed else 1.0, -tier, tag, prio, seq)
+        rank = 0.0 if guaranteed else 1.0
+        return (rank, -tier, tag, head[0], head[1]) if head is not None else (rank, -tier, tag, *NO_HEAD)
 
     def _on_backlogged(self, tenant: str) -> None:
         account = self._accounts.get(tenant)

@@ -55,11 +55,13 @@ class TenantQueue:
 
     def push(self, job: QueuedJob) -> bool:
         """Queue a job; True when it is now the head. A job already queued is left alone."""
-        if job.uid in self.live:
+        uid = job.uid
+        live = self.live
+        if uid in live:
             return False
         self._gen += 1
         entry: _Entry = (-job.priority if self.by_priority else 0, job.seq, self._gen, job)
-        self.live[job.uid] = self._gen
+        live[uid] = self._gen
         run = self._run
         if not run or entry > run[-1]:
             run.append(entry)
