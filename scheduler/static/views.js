@@ -39,29 +39,60 @@ export function badge(status) { return el("span", status, `badge s-${String(stat
 // --- tables ---------------------------------------------------------------
 
 // columns: [{key, label, render(row) -> Node|string}]; on phones each row becomes a card whose
-// cells carry their column's name (data-label).
+// cells carry their column's name (data-label). ``decorate(tr, row)`` sets the row's data-*
+// attributes, which also say which row it is.
+//
+// A refresh (several a second while jobs run) updates the table in place: a row that is still
+// the same row keeps its element, and a cell whose content is unchanged keeps its own. Replacing
+// them all made a button under the pointer a new one between press and release, and the browser
+// then fires no click: an admin's "Drain" went nowhere now and then.
 export function table(node, columns, rows, decorate) {
-  node.replaceChildren();
-  const head = node.createTHead().insertRow();
-  for (const column of columns) head.append(el("th", column.label));
-  const body = node.createTBody();
+  const labels = columns.map((column) => column.label).join("\n");
+  if (node.dataset.columns !== labels || !node.tBodies.length) {
+    node.replaceChildren();
+    const head = node.createTHead().insertRow();
+    for (const column of columns) head.append(el("th", column.label));
+    node.createTBody();
+    node.dataset.columns = labels;
+  }
+  const body = node.tBodies[0];
   if (!rows.length) {
+    body.replaceChildren();
     const cell = body.insertRow().insertCell();
     cell.colSpan = columns.length;
     cell.className = "empty";
     cell.textContent = "nothing to show";
+    return;
   }
-  for (const row of rows) {
-    const tr = body.insertRow();
-    if (decorate) decorate(tr, row);
-    for (const column of columns) {
-      const td = tr.insertCell();
+  if (body.rows.length && body.rows[0].cells[0].className === "empty") body.replaceChildren();
+  rows.forEach((row, index) => {
+    const fresh = document.createElement("tr");
+    if (decorate) decorate(fresh, row);
+    let tr = body.rows[index];
+    if (!tr || tr.dataset.row !== rowKey(fresh)) {
+      fresh.dataset.row = rowKey(fresh);
+      if (tr) tr.replaceWith(fresh); else body.append(fresh);
+      tr = fresh;
+    }
+    columns.forEach((column, at) => {
+      const td = tr.cells[at] || tr.insertCell();
       td.dataset.label = column.label;
       td.dataset.field = column.key;
       const value = column.render ? column.render(row) : row[column.key];
-      td.append(value instanceof Node ? value : document.createTextNode(value == null ? "—" : String(value)));
-    }
-  }
+      const content = value instanceof Node ? value : document.createTextNode(value == null ? "—" : String(value));
+      if (!sameContent(td, content)) td.replaceChildren(content);
+    });
+  });
+  while (body.rows.length > rows.length) body.rows[body.rows.length - 1].remove();
+}
+
+function rowKey(tr) { return JSON.stringify(Object.entries(tr.dataset)); }
+
+function sameContent(td, content) {
+  if (td.childNodes.length !== 1) return false;
+  const current = td.firstChild;
+  if (content.nodeType === Node.TEXT_NODE) return current.nodeType === Node.TEXT_NODE && current.data === content.data;
+  return current.nodeType === Node.ELEMENT_NODE && current.outerHTML === content.outerHTML;
 }
 
 // --- charts ------------------------------------------------------------------------
