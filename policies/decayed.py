@@ -102,8 +102,10 @@ class DecayedUsagePolicy(PolicyBase):
 
     def _value(self, name: str, t: float) -> float:
         node = self._nodes.get(name)
-        if node is None:
-            return 0.0
+        return 0.0 if node is None else self._usage_at(node, t)
+
+    def _usage_at(self, node: _Usage, t: float) -> float:
+        """A node's scaled usage at ``t`` (not before its last settling)."""
         if node.rate and t > node.t:
             return node.u + node.rate * self._per_scale * (self._grow(t) - node.g)
         return node.u
@@ -114,11 +116,9 @@ class DecayedUsagePolicy(PolicyBase):
         if node is None:
             node = self._nodes[name] = _Usage(t, self._grow(t))
         elif t > node.t:
-            scale = self._grow(t)
-            if node.rate:
-                node.u += node.rate * self._per_scale * (scale - node.g)
+            node.u = self._usage_at(node, t)
             node.t = t
-            node.g = scale
+            node.g = self._grow(t)
         return node
 
     def _add_rate(self, tenant: str, rate: float, count: int, t: float) -> None:
@@ -184,14 +184,9 @@ class DecayedUsagePolicy(PolicyBase):
         t -= t % self._rank_step  # (the module's docstring says why)
         if self._classic:
             # U/w orders tenants as U/S does (S = w / the total weight) and does not move when a
-            # tenant joins; _value and head_order inlined: every decision computes several keys
+            # tenant joins; head_order inlined: every decision computes several keys
             node = self._nodes.get(tenant)
-            if node is None:
-                usage = 0.0
-            elif node.rate and t > node.t:
-                usage = node.u + node.rate * self._per_scale * (self._grow(t) - node.g)
-            else:
-                usage = node.u
+            usage = 0.0 if node is None else self._usage_at(node, t)
             state = self._tenants.get(tenant)
             head = state.queue.first if state is not None else None
             if head is None:

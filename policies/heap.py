@@ -93,21 +93,15 @@ class TenantHeap:
             if live.get(tenant) is not entry:
                 heapq.heappop(heap)
                 continue
-            if len(live) == 1:  # alone: the smallest whatever its key
-                heapq.heappop(heap)
-                del live[tenant]
-                if tenant in skip:
-                    self.aside.append(tenant)
+            if len(live) > 1:  # (alone, it is the smallest whatever its key)
+                fresh = self._key(tenant)
+                # grew since it was pushed: not known to be the smallest yet. (Against the whole
+                # entry: a key equal to the entry's is its prefix, so smaller, as the key alone.)
+                if fresh > entry:
+                    self._counter += 1
+                    entry = live[tenant] = fresh + (self._counter, tenant)
+                    heapq.heapreplace(heap, entry)
                     continue
-                return tenant
-            fresh = self._key(tenant)
-            # grew since it was pushed: not known to be the smallest yet. (Against the whole entry:
-            # a key equal to the entry's is its prefix, so smaller, as against the key alone.)
-            if fresh > entry:
-                self._counter += 1
-                entry = live[tenant] = fresh + (self._counter, tenant)
-                heapq.heapreplace(heap, entry)
-                continue
             heapq.heappop(heap)
             del live[tenant]
             if tenant in skip:
