@@ -19,9 +19,11 @@ from typing import Any, ClassVar
 
 from mypy_extensions import mypyc_attr
 
+from . import compiled
 from .base import NO_FIT_SKIP_TENANT, Explanation, QueuedJob
 from .estimates import RuntimeEstimates
-from .heap import Key, TenantHeap
+from .heap import Key, TenantHeap, TupleHeap
+from .nodeheap import NodeHeap
 from .options import Option
 from .resources import NOTHING, Resources
 from .running import RunningJob, TenantState
@@ -48,7 +50,8 @@ class PolicyBase:
         self._queued = 0
         self._now = 0.0
         self._origin: float | None = None  # times are kept relative to the first one seen
-        self._heap = TenantHeap(self._key)
+        # (the heap that is fastest in this build: heap.py says why there are two)
+        self._heap: TenantHeap = NodeHeap(self._key) if compiled() else TupleHeap(self._key)
         self._current: str | None = None  # returned by next_tenant, not yet back in the heap
         self._aside_jobs: set[str] = set()  # tenants with jobs passed over this round
 
@@ -297,12 +300,11 @@ class PolicyBase:
                 else:
                     # The common case, one tenant taking several slots in a row: if its key is
                     # still no bigger than a lower bound of every other key, it is the smallest.
-                    bound = self._heap.peek_bound()
-                    if bound is None:  # no other tenant waits
+                    if not self._heap:  # no other tenant waits
                         self._current = current
                         return current
                     key = self._key(current)
-                    if key <= bound:
+                    if self._heap.goes_first(key):
                         self._current = current
                         return current
                     self._heap.push(current, key)

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .base import NO_FIT_SKIP_JOB, NO_FIT_STOP, Explanation, Policy, QueuedJob
+from .core import PolicyBase
+from .foreign import ForeignPolicy
 from .limits import Limits
 from .resources import NOTHING, Resources
 from .tenants import TenantConfig
@@ -41,12 +43,19 @@ class Dispatcher:
     def __init__(self, policy: Policy, tenants: Mapping[str, TenantConfig] | None = None,
                  capacity: Resources = NOTHING, *, max_no_fit: int = 1000) -> None:
         self.policy = policy
+        self._calls = self._calls_to(policy)
         self.limits = Limits(tenants)
         self.tenants: dict[str, TenantConfig] = dict(tenants or {})
         self.capacity = capacity
         self.max_no_fit = max_no_fit  # jobs tried in vain per round, then it ends (bounded cost)
         self._running: dict[str, tuple[QueuedJob, float]] = {}
         policy.configure(self.tenants, capacity)
+
+    @staticmethod
+    def _calls_to(policy: Policy) -> PolicyBase:
+        """The policy as the per-job calls go to it: compiled, a call to a ``PolicyBase`` is direct
+        (``foreign`` says why)."""
+        return policy if isinstance(policy, PolicyBase) else ForeignPolicy(policy)
 
     @property
     def name(self) -> str:
@@ -76,6 +85,7 @@ class Dispatcher:
         it had started them.
         """
         old, self.policy = self.policy, policy
+        self._calls = self._calls_to(policy)
         policy.configure(self.tenants, self.capacity)
         carried = policy.restore(old.snapshot(), now)
         for job, started in sorted(self._running.values(), key=lambda item: (item[1], item[0].seq)):
@@ -95,13 +105,13 @@ class Dispatcher:
         lost (call ``finished`` for it first)."""
         if self.limits.limited:
             self.limits.queued(job)
-        self.policy.enqueue(job)
+        self._calls.enqueue(job)
 
     def dequeue(self, job: QueuedJob) -> None:
         """A queued job left the queue without starting (cancelled)."""
         if self.limits.limited:
             self.limits.unqueued(job)
-        self.policy.dequeue(job)
+        self._calls.dequeue(job)
 
     def finished(self, job: QueuedJob, now: float, runtime: float | None = None) -> None:
         """A job placed by ``next_jobs`` ended (any final status) or was taken off its lost node.
@@ -113,7 +123,7 @@ class Dispatcher:
             return
         if self.limits.limited:
             self.limits.finished(job)
-        self.policy.on_finish(job, now, runtime)
+        self._calls.on_finish(job, now, runtime)
 
     def resume(self, job: QueuedJob, started_at: float) -> None:
         """After a restart (and ``restore``): a job that is still running on a node."""
@@ -121,7 +131,7 @@ class Dispatcher:
             return
         self._running[job.uid] = (job, started_at)
         self.limits.started(job)
-        self.policy.on_start(job, started_at, resumed=True)
+        self._calls.on_start(job, started_at, resumed=True)
 
     # --- decisions ----------------------------------------------------------
 
@@ -132,7 +142,7 @@ class Dispatcher:
         ``place(job)`` is the scheduler's: it commits the job to a node and
         answers PLACED, or NO_FIT (no node has room for this one), or FULL.
         """
-        policy, limits = self.policy, self.limits
+        policy, limits = self._calls, self.limits
         limited = limits.limited
         running = self._running
         policy.begin_round(now)
@@ -163,9 +173,10 @@ class Dispatcher:
             if outcome is Placement.FULL:
                 break
             no_fit += 1
-            if policy.no_fit == NO_FIT_STOP or no_fit >= self.max_no_fit:
+            rule = self.policy.no_fit
+            if rule == NO_FIT_STOP or no_fit >= self.max_no_fit:
                 break
-            if policy.no_fit == NO_FIT_SKIP_JOB:
+            if rule == NO_FIT_SKIP_JOB:
                 policy.pass_over(job)
             else:
                 skip.add(tenant)

@@ -1,4 +1,4 @@
-"""The pieces the policies share: charges, the tenant tree, queues, the lazy heap, estimates."""
+"""The pieces the policies share: charges, the tenant tree, queues, estimates."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from policysim import SimJob, job
 
 from fairpool.policies.estimates import Overrun, RuntimeEstimates
-from fairpool.policies.heap import TenantHeap
 from fairpool.policies.queues import TenantQueue
 from fairpool.policies.resources import Resources, charge, dominant_share
 from fairpool.policies.tenants import TenantConfig, TenantTree
@@ -106,82 +105,6 @@ def test_queue_lists_exactly_its_live_jobs_in_order(ops: list[tuple[str, int, in
         assert len(queue) == len(live)
         if expected:
             assert queue.ahead_of(expected[-1]) == len(expected) - 1
-
-
-@settings(max_examples=200, deadline=None)
-@given(start=st.lists(st.integers(0, 20), min_size=1, max_size=8),
-       steps=st.lists(st.tuples(st.integers(0, 7), st.integers(-5, 10)), max_size=40))
-def test_the_lazy_heap_always_returns_the_smallest_current_key(start: list[int],
-                                                               steps: list[tuple[int, int]]) -> None:
-    keys = {f"t{i}": float(k) for i, k in enumerate(start)}
-    heap = TenantHeap(lambda t: (keys[t], 0))
-    heap.reset(sorted(keys))
-    for index, change in steps:
-        tenant = f"t{index % len(keys)}"
-        keys[tenant] += change
-        if change < 0:
-            heap.push(tenant)  # the rule: a key that drops is pushed again
-        best = heap.pop_best(set())
-        assert best is not None and keys[best] == min(keys.values())
-        heap.push(best)
-
-
-@settings(max_examples=500, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from(["grow", "change", "join", "leave", "pop"]),
-                              st.integers(0, 4), st.integers(-5, 5)), max_size=60))
-def test_the_lazy_heap_returns_the_smallest_as_tenants_come_and_go(ops: list[tuple[str, int, int]]) -> None:
-    keys: dict[str, float] = {}
-    present: set[str] = set()
-    heap = TenantHeap(lambda t: (keys[t],))
-    for op, index, delta in ops:
-        tenant = f"t{index}"
-        keys.setdefault(tenant, float(index))
-        if op == "grow":
-            keys[tenant] += abs(delta)  # a key that grows needs no word to the heap
-        elif op == "change":
-            keys[tenant] += delta
-            if tenant in present:
-                heap.lower(tenant)
-        elif op == "join" and tenant not in present:
-            heap.push(tenant)
-            present.add(tenant)
-        elif op == "leave":
-            heap.discard(tenant)
-            present.discard(tenant)
-        elif op == "pop":
-            best = heap.pop_best(set())
-            if not present:
-                assert best is None
-                continue
-            assert best is not None and keys[best] == min(keys[t] for t in present)
-            heap.push(best)
-
-
-def test_a_lone_tenant_costs_no_key_computation() -> None:
-    computed: list[str] = []
-
-    def key(tenant: str) -> tuple[float, ...]:
-        computed.append(tenant)
-        return (1.0,) if tenant == "a" else (0.5,)
-
-    heap = TenantHeap(key)
-    heap.push("a")
-    heap.lower("a")
-    assert heap.pop_best(set()) == "a"
-    heap.push("a")
-    assert computed == []
-    heap.push("b")  # a competitor: now keys decide
-    assert heap.pop_best(set()) == "b"
-    assert computed
-
-
-def test_tenants_skipped_this_round_come_back_with_restore_aside() -> None:
-    keys = {"a": 1.0, "b": 2.0}
-    heap = TenantHeap(lambda t: (keys[t],))
-    heap.reset(["a", "b"])
-    assert heap.pop_best({"a"}) == "b"
-    heap.restore_aside(lambda t: True)
-    assert heap.pop_best(set()) == "a"
 
 
 @settings(max_examples=200, deadline=None)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Set
+from typing import Any
 
 from policysim import SimJob, job, weights
 
-from fairpool.policies.base import QueuedJob
+from fairpool.policies.base import NO_FIT_SKIP_TENANT, Explanation, QueuedJob
 from fairpool.policies.decayed import DecayedUsagePolicy
 from fairpool.policies.dispatcher import Dispatcher, Placement
 from fairpool.policies.fairshare import FairSharePolicy
@@ -143,3 +144,78 @@ def test_new_options_for_the_same_policy_keep_its_state() -> None:
     assert d.snapshot()["usage"]["a"] == before
     assert d.snapshot()["half_life"] == 200.0
     assert len(d) == 1
+
+
+class LastInFirstOut:
+    """A third party's policy written from scratch to the ``Policy`` protocol, no PolicyBase."""
+
+    name = "lifo"
+    no_fit = NO_FIT_SKIP_TENANT
+
+    def __init__(self) -> None:
+        self.queued: list[QueuedJob] = []
+        self.running: set[str] = set()
+        self.calls: list[str] = []
+
+    def configure(self, tenants: Mapping[str, TenantConfig] | None = None,
+                  capacity: Resources | None = None) -> None:
+        pass
+
+    def enqueue(self, job: QueuedJob) -> None:
+        self.queued.append(job)
+
+    def dequeue(self, job: QueuedJob) -> None:
+        self.queued.remove(job)
+
+    def on_start(self, job: QueuedJob, now: float, *, resumed: bool = False) -> None:
+        self.calls.append(f"start {job.uid}")
+        if job in self.queued:
+            self.queued.remove(job)
+        self.running.add(job.uid)
+
+    def on_finish(self, job: QueuedJob, now: float, runtime: float | None = None) -> None:
+        self.calls.append(f"finish {job.uid}")
+        self.running.discard(job.uid)
+
+    def begin_round(self, now: float) -> None:
+        self.calls.append("round")
+
+    def next_tenant(self, skip: Set[str]) -> str | None:
+        return next((j.tenant for j in reversed(self.queued) if j.tenant not in skip), None)
+
+    def pick_job(self, tenant: str) -> QueuedJob | None:
+        return next((j for j in reversed(self.queued) if j.tenant == tenant), None)
+
+    def pass_over(self, job: QueuedJob) -> None:
+        pass
+
+    def hold(self, tenant: str) -> None:
+        pass
+
+    def explain(self, job: QueuedJob, now: float | None = None) -> Explanation:
+        return Explanation(self.name, job.uid, job.tenant, job in self.queued, None, 0, 0, None, None, "")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"policy": self.name}
+
+    def restore(self, state: Mapping[str, Any], now: float) -> bool:
+        return False
+
+    def order(self) -> Iterator[QueuedJob]:
+        return reversed(list(self.queued))
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+
+def test_a_policy_written_to_the_protocol_without_policybase_is_called_for_every_event() -> None:
+    lifo = LastInFirstOut()
+    d = Dispatcher(lifo, capacity=Resources(2.0))
+    first, second, third = job("a", 1), job("b", 2), job("a", 3)
+    fill(d, first, second, third)
+    d.dequeue(second)
+    assert d.next_jobs(0.0, room_for(1)) == [third]
+    d.finished(third, 1.0, 1.0)
+    assert d.next_jobs(1.0, room_for(1)) == [first]
+    assert lifo.calls == ["round", "start a.3", "finish a.3", "round", "start a.1"]
+    assert d.policy is lifo and len(d) == 0
