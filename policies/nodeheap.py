@@ -44,6 +44,12 @@ class _Node:
         self.k4 = float(key[4]) if n > 4 else _NEG
         self.counter = counter
 
+    def take_key(self, other: _Node, counter: i64) -> None:
+        """The key ``other`` holds (already converted: no second pass over the tuple)."""
+        self.key = other.key
+        self.k0, self.k1, self.k2, self.k3, self.k4 = other.k0, other.k1, other.k2, other.k3, other.k4
+        self.counter = counter
+
 
 def _before(a: _Node, b: _Node) -> bool:
     """``(*a.key, a.counter) < (*b.key, b.counter)``, mostly without touching the tuples."""
@@ -85,15 +91,17 @@ class NodeHeap(TenantHeap):
         if key is None:
             key = self._first_key(tenant, alone=not self._live)
         node = self._live.get(tenant)
+        probe = self._probe
         if node is None:
             node = self._live[tenant] = _Node(tenant)
-            node.set_key(key, self._counter)
             node.pos = len(self._heap)
             self._heap.append(node)
-            self._sift_up(node.pos)
+        # a key just weighed by _grew (goes_first, lower) is in the probe already, converted
+        if probe.key is key:
+            node.take_key(probe, self._counter)
         else:
             node.set_key(key, self._counter)
-            self._fix(node.pos)
+        self._fix(node.pos)
 
     def lower(self, tenant: str) -> None:
         node = self._live.get(tenant)
@@ -131,7 +139,7 @@ class NodeHeap(TenantHeap):
                 fresh = self._key(tenant)
                 if self._grew(fresh, node):  # not known to be the smallest yet
                     self._counter += 1
-                    node.set_key(fresh, self._counter)
+                    node.take_key(self._probe, self._counter)
                     self._sift_down(0)
                     continue
             del self._live[tenant]
@@ -148,7 +156,7 @@ class NodeHeap(TenantHeap):
     # --- the heap itself ------------------------------------------------------
 
     def _grew(self, key: Key, node: _Node) -> bool:
-        """Whether ``key`` is bigger than the node's key (equal is not)."""
+        """Whether ``key`` is bigger than the node's key (equal is not). The probe keeps ``key``."""
         probe = self._probe
         probe.set_key(key, node.counter)  # (the same counter: equal keys are not "bigger")
         return _before(node, probe)

@@ -30,6 +30,15 @@ from .base import QueuedJob
 _Entry = tuple[Any, ...]
 
 
+def _before(order: int, seq: int, entry: _Entry) -> bool:
+    """Whether a new entry ``(order, seq, generation, job)`` goes before ``entry``."""
+    other: int = entry[0]
+    if order != other:
+        return order < other
+    other_seq: int = entry[1]
+    return seq < other_seq
+
+
 class TenantQueue:
     """``first`` (the head entry, None when nothing can go) and ``live`` are read-only outside."""
 
@@ -60,15 +69,19 @@ class TenantQueue:
         if uid in live:
             return False
         self._gen += 1
-        entry: _Entry = (-job.priority if self.by_priority else 0, job.seq, self._gen, job)
+        order: int = -job.priority if self.by_priority else 0
+        seq: int = job.seq
+        entry: _Entry = (order, seq, self._gen, job)
         live[uid] = self._gen
         run = self._run
-        if not run or entry > run[-1]:
-            run.append(entry)
-        else:
+        # (order, seq) compared as ints, not the entries as tuples: on a tie the newer entry (a
+        # higher generation) is the bigger one
+        if run and _before(order, seq, run[-1]):
             heapq.heappush(self._heap, entry)
+        else:
+            run.append(entry)
         first = self.first
-        if first is None or entry < first:
+        if first is None or _before(order, seq, first):
             self.first = entry
             return True
         return False
