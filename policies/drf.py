@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from mypy_extensions import mypyc_attr
 
-from .core import PolicyBase
+from .core import NO_HEAD, PolicyBase
 from .heap import Key
-from .resources import dominant_share
+from .resources import dominant_share, dominant_share_of
 from .running import RunningJob
 
 
@@ -39,8 +39,17 @@ class DrfPolicy(PolicyBase):
         return dominant_share(self.allocation(tenant), self.capacity) / self.tree.weight(tenant)
 
     def _key(self, tenant: str) -> Key:
-        # grows with every start; PolicyBase pushes the tenant again after a finish
-        return (self.dominant(tenant), self._served.get(tenant, 0), *self.head_order(tenant))
+        # grows with every start; PolicyBase pushes the tenant again after a finish. (dominant()
+        # and head_order() inlined, on the tenant's plain numbers: several keys per decision)
+        state = self._tenants.get(tenant)
+        served = self._served.get(tenant, 0)
+        if state is None:
+            return (0.0, served, *NO_HEAD)
+        share = 0.0
+        if state.running:
+            share = dominant_share_of(state.cpus, state.memory, state.gpus, self.capacity) / self.tree.weight(tenant)
+        head = state.queue.first
+        return (share, served, head[0], head[1]) if head is not None else (share, served, *NO_HEAD)
 
     def _on_started(self, run: RunningJob, resumed: bool) -> None:
         self._decisions += 1

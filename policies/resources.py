@@ -83,15 +83,20 @@ def charge_of(cpus: float, memory: float, gpus: float, capacity: Resources) -> f
 
 def dominant_share(alloc: HasResources, capacity: Resources) -> float:
     """``max_k alloc_k / C_k`` (DRF's dominant share, before the weight)."""
+    return dominant_share_of(float(alloc.cpus), float(alloc.memory), float(alloc.gpus), capacity)
+
+
+def dominant_share_of(cpus: float, memory: float, gpus: float, capacity: Resources) -> float:
+    """``dominant_share`` of plain numbers (what a tenant's running jobs hold, summed)."""
     if capacity.cpus <= 0 and capacity.memory <= 0 and capacity.gpus <= 0:
-        return float(alloc.cpus)
+        return cpus
     share = 0.0
     if capacity.cpus > 0:
-        share = alloc.cpus / capacity.cpus
+        share = cpus / capacity.cpus
     if capacity.memory > 0:
-        share = max(share, alloc.memory / capacity.memory)
+        share = max(share, memory / capacity.memory)
     if capacity.gpus > 0:
-        share = max(share, alloc.gpus / capacity.gpus)
+        share = max(share, gpus / capacity.gpus)
     return share
 
 
