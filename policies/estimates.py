@@ -21,24 +21,29 @@ EWMA = 0.2  # weight of the newest runtime: follows a change within ~10 jobs
 class RuntimeEstimates:
     """Per-tenant moving average of runtimes; newcomers start from the pool's average."""
 
-    __slots__ = ("initial", "by_tenant", "_pool")
+    __slots__ = ("initial", "by_tenant", "_pool", "_pooled")
 
     def __init__(self, initial: float) -> None:
         self.initial = initial
         self.by_tenant: dict[str, float] = {}
-        self._pool: float | None = None
+        # the pool's average as a plain float and a flag, not an Optional: compiled, an Optional
+        # float is a boxed one, made anew on every job's end
+        self._pool = 0.0
+        self._pooled = False
 
     def get(self, tenant: str) -> float:
         found = self.by_tenant.get(tenant)
         if found is not None:
             return found
-        return self._pool if self._pool is not None else self.initial
+        return self._pool if self._pooled else self.initial
 
     def observe(self, tenant: str, runtime: float) -> None:
-        runtime = max(runtime, 0.0)
+        if runtime < 0.0:
+            runtime = 0.0
         old = self.by_tenant.get(tenant)
         self.by_tenant[tenant] = runtime if old is None else old + EWMA * (runtime - old)
-        self._pool = runtime if self._pool is None else self._pool + EWMA * (runtime - self._pool)
+        self._pool = self._pool + EWMA * (runtime - self._pool) if self._pooled else runtime
+        self._pooled = True
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.by_tenant)

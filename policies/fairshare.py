@@ -95,8 +95,9 @@ class FairSharePolicy(PolicyBase):
     def tag(self, tenant: str) -> float:
         """``F_i`` now, the excess of jobs past their estimate included."""
         account = self._accounts.get(tenant)
-        if account is None:
-            return 0.0
+        return 0.0 if account is None else self._tag_of(account)
+
+    def _tag_of(self, account: _Account) -> float:
         excess = account.overrun.value(self._rel(self._now)) if account.overrun.running else 0.0
         return account.tag + excess / account.weight if excess else account.tag
 
@@ -150,7 +151,7 @@ class FairSharePolicy(PolicyBase):
         tenant = run.tenant
         account: _Account = run.state.books or self._account(tenant, 0.0)
         weight = account.weight
-        start_tag = self.tag(tenant)
+        start_tag = self._tag_of(account)
         received = start_tag - account.estimated
         vclass = account.vclass
         if received > self._vtime.get(vclass, 0.0):
