@@ -54,6 +54,10 @@ class PolicyBase:
         self._heap: TenantHeap = NodeHeap(self._key) if compiled() else TupleHeap(self._key)
         self._current: str | None = None  # returned by next_tenant, not yet back in the heap
         self._aside_jobs: set[str] = set()  # tenants with jobs passed over this round
+        # From a restored snapshot: when it was taken, and the estimate each job running then was
+        # charged at dispatch (a resumed job is charged on from there, not from scratch).
+        self._snapshot_at: float | None = None
+        self._resumable: dict[str, float] = {}
 
     # --- hooks for subclasses -------------------------------------------------
 
@@ -217,6 +221,8 @@ class PolicyBase:
         estimate = self.estimates.by_tenant.get(tenant)
         if estimate is None:
             estimate = self.estimates.get(tenant)
+        if resumed and self._resumable:
+            estimate = self._resumable.pop(uid, estimate)
         run = RunningJob(job, uid, tenant, now, self.capacity, estimate, state)
         self._running[uid] = run
         state.running += 1
@@ -374,10 +380,20 @@ class PolicyBase:
         return Explanation(self.name, job.uid, job.tenant, True, rank, len(ranking), ahead,
                            entitlement, received, reason)
 
+    def _excess_in_snapshot(self, run: RunningJob) -> float:
+        """What the restored snapshot charged a resumed job already for running past its estimate,
+        ``c(r) * (at - start - estimate)`` (0: none, or no snapshot): a subclass whose restored
+        books include the excess takes it off as the job's excess starts to accrue again."""
+        if self._snapshot_at is None:
+            return 0.0
+        over = self._snapshot_at - (run.started + run.estimate)
+        return run.charge * over if over > 0.0 else 0.0
+
     def snapshot(self) -> dict[str, Any]:
         self._flush()
+        running = {uid: run.estimate for uid, run in sorted(self._running.items())}
         return {"policy": self.name, "version": SNAPSHOT_VERSION, "at": self._now,
-                "estimates": self.estimates.to_dict(), **self._state()}
+                "estimates": self.estimates.to_dict(), "running": running, **self._state()}
 
     def restore(self, state: Mapping[str, Any], now: float) -> bool:
         """Load a snapshot of this policy (True), or ignore another policy's (False).
@@ -391,6 +407,8 @@ class PolicyBase:
             raise ValueError(f"policy snapshot version {state.get('version')!r}, expected {SNAPSHOT_VERSION}")
         try:
             self.estimates.load(dict(state.get("estimates", {})))
+            self._snapshot_at = float(state.get("at", now))
+            self._resumable = {str(u): float(e) for u, e in dict(state.get("running", {})).items()}
             self._advance(now)
             self._load(state, now)
         except (TypeError, KeyError, AttributeError) as exc:

@@ -146,11 +146,16 @@ class FairSharePolicy(PolicyBase):
             account.tag = vtime
 
     def _on_started(self, run: RunningJob, resumed: bool) -> None:
-        if resumed:
-            return  # its estimate is in the restored tag already
         tenant = run.tenant
         account: _Account = run.state.books or self._account(tenant, 0.0)
         weight = account.weight
+        if resumed:
+            # Its estimate is in the restored tag, and so is its excess until the snapshot: that
+            # comes off, since the excess accrues again (from its start) from now on.
+            account.estimated += run.charge * run.estimate / weight
+            account.tag -= self._excess_in_snapshot(run) / weight
+            account.overrun.add(run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
+            return
         start_tag = self._tag_of(account)
         received = start_tag - account.estimated
         vclass = account.vclass

@@ -135,10 +135,15 @@ class RoundRobinPolicy(PolicyBase):
             self._deficit[tenant] = self._deficit.get(tenant, 0.0) + (rounds - 1) * self.quantum * self.tree.weight(tenant)
 
     def _on_started(self, run: RunningJob, resumed: bool) -> None:
-        if resumed:
-            return
         tenant = run.tenant
-        self._deficit[tenant] = self._deficit.get(tenant, 0.0) - run.charge * self._slots() * run.estimate
+        if resumed:
+            # its estimate was taken off the restored deficit, and so was its excess until the
+            # snapshot: that goes back, since the excess accrues again (from its start) from now on
+            excess = self._excess_in_snapshot(run)
+            if excess:
+                self._deficit[tenant] = self._deficit.get(tenant, 0.0) + excess * self._slots()
+        else:
+            self._deficit[tenant] = self._deficit.get(tenant, 0.0) - run.charge * self._slots() * run.estimate
         self._overrun.started(tenant, run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
 
     def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fairpool.policies.base import Policy, QueuedJob
+from fairpool.policies.core import PolicyBase
 from fairpool.policies.dispatcher import Dispatcher, Placement
 from fairpool.policies.resources import Resources, charge
 from fairpool.policies.tenants import TenantConfig
@@ -186,3 +187,26 @@ def job(tenant: str, seq: int, *, runtime: float = 1.0, **kw: object) -> SimJob:
 
 def weights(**by_name: float) -> dict[str, TenantConfig]:
     return {name: TenantConfig(name, weight) for name, weight in by_name.items()}
+
+
+def restarted_midway(make: Callable[[], PolicyBase], books: str, at: float) -> tuple[dict[str, float], dict[str, float]]:
+    """A job estimated at 1 s runs 20 s; one policy sees it through, another is snapshotted at
+    ``at`` (before or after the job outlives its estimate), restored into a fresh one that
+    resumes the job. Their books after it ends (``books``: the snapshot's entry)."""
+    long, short = job("a", 1), job("a", 2)
+    through, restarted = make(), make()
+    for policy in (through, restarted):
+        policy.configure(weights(a=1, b=1), Resources(2.0))
+        policy.enqueue(long)
+        policy.enqueue(short)
+        policy.on_start(long, 0.0)
+        policy.on_start(short, 0.0)
+        policy.on_finish(short, 0.4, 0.4)  # (a's estimate is 0.4 s from now on: not the long job's)
+        policy.begin_round(at)
+    restored = make()
+    restored.configure(weights(a=1, b=1), Resources(2.0))
+    assert restored.restore(restarted.snapshot(), at + 2.0)  # (back two seconds later)
+    restored.on_start(long, 0.0, resumed=True)
+    for policy in (through, restored):
+        policy.on_finish(long, 20.0, 20.0)
+    return through.snapshot()[books], restored.snapshot()[books]

@@ -7,7 +7,8 @@ comparator ("running slots / weight") locks onto whole slots and gives
 
 from __future__ import annotations
 
-from policysim import Sim, job, weights
+import pytest
+from policysim import Sim, job, restarted_midway, weights
 
 from fairpool.policies.core import PolicyBase
 from fairpool.policies.fairshare import FairSharePolicy
@@ -139,6 +140,13 @@ def test_snapshot_and_restore_keep_the_tags() -> None:
     fresh = FairSharePolicy()
     assert fresh.restore(state, 10.0)
     assert fresh.snapshot()["tags"] == state["tags"]
+
+
+@pytest.mark.parametrize("at", [0.5, 10.0], ids=["within-its-estimate", "past-its-estimate"])
+def test_a_job_running_across_a_restore_is_charged_once_for_its_whole_runtime(at: float) -> None:
+    through, restored = restarted_midway(FairSharePolicy, "tags", at)
+    assert through["a"] == pytest.approx(20.4 * 0.5)  # 20.4 s of half the pool, weight 1
+    assert restored == pytest.approx(through)
 
 
 def test_restore_ignores_another_policys_snapshot() -> None:

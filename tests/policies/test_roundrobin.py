@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from policysim import Sim, job, weights
+import pytest
+from policysim import Sim, job, restarted_midway, weights
 
 from fairpool.policies.core import PolicyBase
 from fairpool.policies.heap import Key
@@ -117,3 +118,9 @@ def test_snapshot_and_restore_keep_the_deficits() -> None:
     fresh = RoundRobinPolicy()
     assert fresh.restore(state, 10.0)
     assert fresh.snapshot()["deficits"] == state["deficits"]
+
+
+@pytest.mark.parametrize("at", [0.5, 10.0], ids=["within-its-estimate", "past-its-estimate"])
+def test_a_job_running_across_a_restore_is_charged_once_for_its_whole_runtime(at: float) -> None:
+    through, restored = restarted_midway(RoundRobinPolicy, "deficits", at)
+    assert restored == pytest.approx(through)
