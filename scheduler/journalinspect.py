@@ -38,6 +38,7 @@ from fairpool.scheduler.journalrecords import (
     RJobsQueued,
     RJobsQueuedRef,
     RPolicy,
+    RPolicyState,
     RRequeued,
     RResults,
     RResultsRef,
@@ -233,6 +234,8 @@ def describe_record(record: JournalRecord) -> tuple[str, dict[str, Any]]:
             return "cluster-closed", {"cluster_id": record.cluster_id}
         case RPolicy():
             return "policy", {"name": record.name}
+        case RPolicyState():
+            return "policy-state", {"policy": record.state.get("policy"), "at": record.state.get("at")}
         case RTenantToken():
             return "tenant-token", {"tenant": record.tenant, "revoked": record.revoked}  # never the keys
         case RClusterOpenedRef():

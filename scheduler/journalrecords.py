@@ -17,6 +17,7 @@ needs without it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 
@@ -131,6 +132,14 @@ class RPolicy(Record, frozen=True):
     name: str
 
 
+class RPolicyState(Record, frozen=True):
+    """The policy's own books when the journal was compacted (``Policy.snapshot()``: fair-share's
+    tags, decayed usage, deficits, runtime estimates): what the jobs it no longer holds were
+    charged, so that a restart keeps who has had its share. The records after it charge on."""
+
+    state: dict[str, Any]
+
+
 # --- the stored shapes: payloads in the payload store ---------------------------------------
 
 
@@ -197,7 +206,7 @@ class RResultsRef(Record, frozen=True):
 
 JournalRecord = (
     RClusterOpened | RJobsQueued | RAssigned | RRequeued | RResults | RAcked | RClusterClosed | RPolicy | RTenant
-    | RClusterNodes | RNodeDrained | RTenantToken | RClusterOpenedRef | RJobsQueuedRef | RResultsRef
+    | RPolicyState | RClusterNodes | RNodeDrained | RTenantToken | RClusterOpenedRef | RJobsQueuedRef | RResultsRef
 )
 
 _encoder = msgspec.msgpack.Encoder()

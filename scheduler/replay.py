@@ -35,6 +35,7 @@ from fairpool.scheduler.journalrecords import (
     RJobsQueuedRef,
     RNodeDrained,
     RPolicy,
+    RPolicyState,
     RRequeued,
     RResults,
     RResultsRef,
@@ -161,6 +162,11 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                     state.dispatcher.replace_policy(make_policy(name), now)
                 except ValueError:
                     pass  # a plugin policy that is gone: the configured one stays
+        case RPolicyState(policy_state):
+            try:
+                state.dispatcher.restore(policy_state, now)  # (another policy's books are ignored)
+            except ValueError:
+                pass  # books this policy cannot read (malformed): it starts afresh, the jobs replay still
         case RClusterNodes(cluster_id, allowed, node_cpus):
             limited = state.clusters.get(cluster_id)
             if limited is not None:
@@ -201,6 +207,8 @@ def snapshot(state: SchedulerState) -> list[JournalRecord]:
                 for t in state.dispatcher.tenants.values()]
     records += [RNodeDrained(name, True) for name in sorted(state.drained)]
     records += [RTenantToken(tenant, keys.stored_key, keys.server_key) for tenant, keys in sorted(state.tokens.items())]
+    # the policy's books after the tenants (its tree), before the jobs it is told of again
+    records.append(RPolicyState(state.dispatcher.snapshot()))
     assigned: dict[tuple[str, str], list[str]] = defaultdict(list)
     for node in state.nodes.values():
         assigned[(node.name, node.session)].extend(node.assigned)

@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from statemodel import TIMEOUT, Model, run
@@ -35,6 +36,7 @@ from fairpool.scheduler.journalrecords import (
     RClusterOpened,
     RJobsQueued,
     RPolicy,
+    RPolicyState,
     RResults,
     decode_record,
     encode_record,
@@ -307,7 +309,7 @@ def test_snapshot_leaves_out_what_was_acknowledged(driver: StateDriver) -> None:
     driver.finish(node, "c1.0", "c1.1")
     driver.send(alice, AckResults(["c1.0"]))
     records = snapshot(driver.state)
-    assert [type(r) for r in records] == [RPolicy, RClusterOpened, RJobsQueued, RResults]
+    assert [type(r) for r in records] == [RPolicy, RPolicyState, RClusterOpened, RJobsQueued, RResults]
     assert [spec.uid for r in records if isinstance(r, RJobsQueued) for spec in r.jobs] == ["c1.1"]
     assert [res.uid for r in records if isinstance(r, RResults) for res in r.results] == ["c1.1"]
 
@@ -394,3 +396,33 @@ def test_a_drained_node_stays_drained_after_a_restart(driver: StateDriver) -> No
         assert again.state.drained == {"n1"}
         node, _ = again.node("n1", cpus=1, session="s2")
         assert again.state.nodes[node].state == "drained"
+
+
+@pytest.mark.parametrize("policy", ["decayed-usage", "fair-share", "round-robin"])
+def test_what_the_policy_charged_survives_a_compaction_and_a_restart(driver: StateDriver, policy: str) -> None:
+    admin = driver.connect("admin", "", "operator")
+    driver.send(admin, Request(1, "policy.set", {"name": policy}))
+    alice = driver.open_cluster("c1", "alice")
+    node, _ = driver.node("n1", cpus=2)
+    driver.submit(alice, "c1", 4)
+    driver.now += 1.0
+    driver.finish(node, "c1.0", "c1.1")
+    driver.now += 1.0
+    driver.finish(node, "c1.2", "c1.3")
+    driver.send(alice, AckResults(["c1.0", "c1.1", "c1.2", "c1.3"]))  # the jobs are forgotten
+    books = driver.state.dispatcher.snapshot()
+    compacted = snapshot(driver.state)
+    assert any(isinstance(r, RPolicyState) for r in compacted)
+    again = restart(driver, [decode_record(encode_record(r)) for r in compacted])
+    replayed_books = again.state.dispatcher.snapshot()
+    assert replayed_books["policy"] == policy
+    for entry in ("usage", "tags", "deficits", "estimates"):
+        assert replayed_books.get(entry) == pytest.approx(books.get(entry)), entry
+    assert any(books.get(entry) for entry in ("usage", "tags", "deficits"))  # alice was charged
+
+
+def test_a_policy_state_the_policy_cannot_read_is_ignored(driver: StateDriver) -> None:
+    alice = driver.open_cluster("c1", "alice")
+    driver.submit(alice, "c1", 2)
+    records = [*snapshot(driver.state), RPolicyState({"policy": "fifo", "version": 99})]
+    assert restart(driver, records).queued() == ["c1.0", "c1.1"]
