@@ -94,9 +94,10 @@ class PolicyBase:
     # --- helpers ------------------------------------------------------------
 
     def _rel(self, now: float) -> float:
-        if self._origin is None:
-            self._origin = now
-        return now - self._origin
+        # Only an event sets the origin (_advance): before the first one, ``_now`` is no time at all
+        # (0.0), and an origin at 0 would make times relative to 1970 (decayed usage's 2^(t/H)
+        # overflowed at the scheduler's first decision).
+        return now - self._origin if self._origin is not None else 0.0
 
     def _tenant(self, name: str) -> TenantState:
         state = self._tenants.get(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Set
 from typing import Any
 
+import pytest
 from policysim import SimJob, job, weights
 
 from fairpool.policies.base import NO_FIT_SKIP_TENANT, Explanation, QueuedJob
@@ -219,3 +220,24 @@ def test_a_policy_written_to_the_protocol_without_policybase_is_called_for_every
     assert d.next_jobs(1.0, room_for(1)) == [first]
     assert lifo.calls == ["round", "start a.3", "finish a.3", "round", "start a.1"]
     assert d.policy is lifo and len(d) == 0
+
+
+@pytest.mark.parametrize("name", ["fifo", "round-robin", "fair-share", "decayed-usage", "drf", "priority"])
+def test_every_policy_decides_on_wall_clock_times_after_being_asked_before_its_first_event(name: str) -> None:
+    # The scheduler configures its policy and may list tenants (their figures) before any job
+    # event; the times that follow are seconds since 1970.
+    d = Dispatcher(make_policy(name), weights(a=1, b=2), Resources(2.0))
+    policy = d.policy
+    figures = getattr(policy, "tenant_figures", None)
+    if figures is not None:
+        figures("a")
+    now = 1.8e9
+    fill(d, *(job(t, s) for s, t in enumerate("abab")))
+    for _ in range(3):
+        started = d.next_jobs(now, room_for(2))
+        now += 3600.0
+        for j in started:
+            d.finished(j, now, 3600.0)
+    assert len(d) == 0
+    if name == "decayed-usage":
+        assert 0 < policy.usage("a") < 2 * 3600  # type: ignore[attr-defined]
