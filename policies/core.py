@@ -91,6 +91,14 @@ class PolicyBase:
         """A tenant's entitlement, received share and the policy's words (for listings)."""
         return self._figures(tenant)
 
+    def booked(self) -> set[str]:
+        """Tenants the policy keeps books on (jobs seen, or a history restored from the journal
+        that weighs on their next jobs): the listings show them when they have no jobs."""
+        return set(self._tenants) | self._history()
+
+    def _history(self) -> set[str]:
+        return set()
+
     # --- helpers ------------------------------------------------------------
 
     def _rel(self, now: float) -> float:

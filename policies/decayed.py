@@ -165,6 +165,9 @@ class DecayedUsagePolicy(PolicyBase):
 
     # --- what the tenants see -----------------------------------------------
 
+    def _history(self) -> set[str]:
+        return {name for name, node in self._nodes.items() if node.u > 0 or node.running}
+
     def usage(self, tenant: str, now: float | None = None) -> float:
         """Decayed usage in pool-seconds (a whole pool for one second is 1)."""
         t = self._rel(self._now if now is None else now)

@@ -177,6 +177,9 @@ class FairSharePolicy(PolicyBase):
         # nothing running: exactly nothing estimated (no float drift left behind)
         account.estimated = left if left > 1e-12 and run.state.running > 0 else 0.0
 
+    def _history(self) -> set[str]:
+        return set(self._accounts)
+
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         vtime = self._vtime.get(self._vclass(tenant), 0.0)
         words = f"virtual tag {self.tag(tenant):.4g} vs virtual time {vtime:.4g}"

@@ -163,6 +163,9 @@ class RoundRobinPolicy(PolicyBase):
         ring += sorted(self._staged - set(ring), key=self.head_order)
         return [t for t in ring if self.backlogged(t)]
 
+    def _history(self) -> set[str]:
+        return set(self._deficit)
+
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         words = f"deficit {self.deficit(tenant):.3g} slot-seconds, quantum {self.quantum * self.tree.weight(tenant):.3g}"
         return self.entitlement_by_weight(tenant, self.active()), self.running_rate(tenant), words

@@ -3,8 +3,8 @@
 Admin-only requests (``queries.answer`` refuses them to a tenant's client):
 
 * ``tenants.list`` — every tenant the scheduler knows of (policy settings,
-  jobs, or a token), its settings and share, and whether it has a token
-  (never the keys);
+  jobs, a token, or a history in the policy's books), its settings and share,
+  and whether it has a token (never the keys);
 * ``tenants.set NAME`` — change settings live (journaled as RTenant);
 * ``tenants.add NAME [rotate]`` — a new token, in the reply and nowhere else:
   the state keeps only its TokenKeys, journaled as RTenantToken, and the
@@ -33,6 +33,9 @@ TENANT_SETTINGS = ("weight", "tier", "max_running", "max_queued", "parent")
 
 def _tenants_list(state: SchedulerState, conn: ConnRecord, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
     names = {j.tenant for j in state.jobs.values()} | set(state.dispatcher.tenants) | set(state.tokens)
+    booked = getattr(state.dispatcher.policy, "booked", None)  # (a third party's policy may not say)
+    if booked is not None:
+        names |= set(booked())
     running = Counter(j.tenant for n in state.nodes.values() for j in n.assigned.values())
     queued = Counter(j.tenant for j in state.dispatcher.order())
     figures = getattr(state.dispatcher.policy, "tenant_figures", None)

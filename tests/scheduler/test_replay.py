@@ -419,6 +419,9 @@ def test_what_the_policy_charged_survives_a_compaction_and_a_restart(driver: Sta
     for entry in ("usage", "tags", "deficits", "estimates"):
         assert replayed_books.get(entry) == pytest.approx(books.get(entry)), entry
     assert any(books.get(entry) for entry in ("usage", "tags", "deficits"))  # alice was charged
+    admin = again.connect("admin", "", "operator")
+    listed = again.send(admin, Request(2, "tenants.list", {})).messages(admin, Reply)[0].body
+    assert [view["name"] for view in listed] == ["alice"]  # no jobs left: listed for its history
 
 
 def test_a_policy_state_the_policy_cannot_read_is_ignored(driver: StateDriver) -> None:
