@@ -235,10 +235,20 @@ class DecayedUsagePolicy(PolicyBase):
         t = self._rel(run.started)
         self._maybe_rebase(t)
         self._add_rate(run.tenant, run.charge, 1, t)
+        node = self._nodes[run.tenant]
+        if node.t > t and self._origin is not None:
+            # Its tenant's usage was settled past this start (a job replayed after a restart, its
+            # start not journaled): usage accrues from there, and _on_finished charges the rest.
+            run.started = self._origin + node.t
 
     def _on_finished(self, run: RunningJob, now: float, runtime: float) -> None:
         t = self._rel(now)
         self._add_rate(run.tenant, -run.charge, -1, t)
+        # Usage accrued from the start as seen here (run.started); what ran is the runtime the node
+        # measured, when known: a job replayed after a restart was seen to start at its submit.
+        seen = now - run.started
+        if runtime != seen and seen >= 0.0:
+            self._add_usage(run.tenant, run.charge * (runtime - seen) * self._grow(t), t)
 
     # --- views and persistence ------------------------------------------------
 

@@ -135,7 +135,9 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                     continue
                 if ended.node:
                     state.orphans.release(ended)
-                    state.dispatcher.finished(ended, result.finished_at or ended.submitted_at)
+                    # its runtime as the node measured it: the start replayed is its submit time
+                    ran = result.finished_at - result.started_at if result.started_at and result.finished_at else None
+                    state.dispatcher.finished(ended, result.finished_at or ended.submitted_at, ran)
                 else:
                     state.dispatcher.dequeue(ended)
                 ended.status = JobStatus(result.status)
@@ -163,10 +165,15 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
                 except ValueError:
                     pass  # a plugin policy that is gone: the configured one stays
         case RPolicyState(policy_state):
-            try:
-                state.dispatcher.restore(policy_state, now)  # (another policy's books are ignored)
-            except ValueError:
-                pass  # books this policy cannot read (malformed): it starts afresh, the jobs replay still
+            # At the time the books were written: the records after them come in their own times,
+            # which a policy's clock (decayed usage) must not have passed already. Books written
+            # before any job event (no time) hold nothing.
+            at = policy_state.get("at")
+            if isinstance(at, (int, float)) and at > 0:
+                try:
+                    state.dispatcher.restore(policy_state, min(float(at), now))  # (another policy's: ignored)
+                except ValueError:
+                    pass  # books this policy cannot read (malformed): it starts afresh, the jobs replay still
         case RClusterNodes(cluster_id, allowed, node_cpus):
             limited = state.clusters.get(cluster_id)
             if limited is not None:

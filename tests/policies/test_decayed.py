@@ -184,3 +184,20 @@ def test_the_ranking_reads_usage_in_steps_of_a_millionth_of_the_half_life() -> N
     assert policy.ranking() == ["bob", "alice"]  # ranked as of 0.0 s
     policy.begin_round(1.0)
     assert policy.ranking() == ["alice", "bob"]
+
+
+def test_a_job_is_charged_the_runtime_its_node_measured() -> None:
+    policy = DecayedUsagePolicy(half_life=1e9)
+    policy.configure(weights(a=1), Resources(1.0))
+    first, second = job("a", 1), job("a", 2)
+    policy.enqueue(first)
+    policy.enqueue(second)
+    policy.on_start(first, 0.0)
+    policy.on_finish(first, 5.0, 5.0)
+    policy.begin_round(5.0)
+    # a start the policy learns of after later events (a job replayed after a restart): its
+    # node says it ran 1.5 s, of which the policy saw 1 s
+    policy.on_start(second, 2.0, resumed=True)
+    policy.on_finish(second, 6.0, 1.5)
+    policy.begin_round(6.0)
+    assert math.isclose(policy.usage("a"), 5.0 + 1.5, rel_tol=1e-6)
