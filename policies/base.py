@@ -83,6 +83,21 @@ class Explanation:
         return f"{self.policy}: job {self.uid} of tenant {self.tenant}: {self.reason}{figures}"
 
 
+def wait_reason(rank: int | None, tenants: int, ahead: int, words: str = "") -> str:
+    """Why a queued job waits, in words: its tenant's ``rank`` among ``tenants`` ranked, the
+    ``ahead`` jobs of its own before it, then the policy's own ``words``."""
+    if rank == 1 and ahead == 0:
+        reason = "next in line, waits for free capacity"
+    elif rank == 1:
+        reason = f"its tenant goes next; {ahead} of its own job(s) first"
+    else:
+        before = (rank or tenants + 1) - 1
+        reason = f"{before} tenant(s) go first"
+        if ahead:
+            reason += f", then {ahead} of its own job(s)"
+    return f"{reason}; {words}" if words else reason
+
+
 class Policy(Protocol):
     """What the Dispatcher needs; ``fairpool.policies.core.PolicyBase`` implements it."""
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from mypy_extensions import mypyc_attr
 
 from . import compiled
-from .base import NO_FIT_SKIP_TENANT, Explanation, QueuedJob
+from .base import NO_FIT_SKIP_TENANT, Explanation, QueuedJob, wait_reason
 from .estimates import RuntimeEstimates
 from .heap import Key, TenantHeap, TupleHeap
 from .nodeheap import NodeHeap
@@ -375,28 +375,8 @@ class PolicyBase:
         ranking = self.ranking()
         rank = ranking.index(job.tenant) + 1 if job.tenant in ranking else None
         ahead = state.queue.ahead_of(job)
-        if rank == 1 and ahead == 0:
-            reason = "next in line, waits for free capacity"
-        elif rank == 1:
-            reason = f"its tenant goes next; {ahead} of its own job(s) first"
-        else:
-            before = (rank or len(ranking) + 1) - 1
-            reason = f"{before} tenant(s) go first"
-            if ahead:
-                reason += f", then {ahead} of its own job(s)"
-        if words:
-            reason += f"; {words}"
         return Explanation(self.name, job.uid, job.tenant, True, rank, len(ranking), ahead,
-                           entitlement, received, reason)
-
-    def _excess_in_snapshot(self, run: RunningJob) -> float:
-        """What the restored snapshot charged a resumed job already for running past its estimate,
-        ``c(r) * (at - start - estimate)`` (0: none, or no snapshot): a subclass whose restored
-        books include the excess takes it off as the job's excess starts to accrue again."""
-        if self._snapshot_at is None:
-            return 0.0
-        over = self._snapshot_at - (run.started + run.estimate)
-        return run.charge * over if over > 0.0 else 0.0
+                           entitlement, received, wait_reason(rank, len(ranking), ahead, words))
 
     def snapshot(self) -> dict[str, Any]:
         self._flush()
@@ -424,9 +404,3 @@ class PolicyBase:
             raise ValueError(f"malformed {self.name} policy snapshot: {exc}") from None
         self._rebuild()
         return True
-
-    def entitlement_by_weight(self, tenant: str, among: list[str]) -> float | None:
-        """``w_i / sum w`` over the active tenants (``tenant`` counted in)."""
-        names = set(among) | {tenant}
-        total = sum(self.tree.weight(t) for t in names)
-        return self.tree.weight(tenant) / total if total > 0 else None

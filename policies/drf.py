@@ -58,4 +58,4 @@ class DrfPolicy(PolicyBase):
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         held = dominant_share(self.allocation(tenant), self.capacity)
         words = f"dominant share {held:.3g} / weight {self.tree.weight(tenant):g} = {self.dominant(tenant):.3g}"
-        return self.entitlement_by_weight(tenant, self.active()), held, words
+        return self.tree.entitlement(tenant, self.active()), held, words

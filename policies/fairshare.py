@@ -153,7 +153,7 @@ class FairSharePolicy(PolicyBase):
             # Its estimate is in the restored tag, and so is its excess until the snapshot: that
             # comes off, since the excess accrues again (from its start) from now on.
             account.estimated += run.charge * run.estimate / weight
-            account.tag -= self._excess_in_snapshot(run) / weight
+            account.tag -= run.excess_at(self._snapshot_at) / weight
             account.overrun.add(run.uid, run.seq, run.charge, self._rel(run.started) + run.estimate)
             return
         start_tag = self._tag_of(account)
@@ -183,7 +183,7 @@ class FairSharePolicy(PolicyBase):
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         vtime = self._vtime.get(self._vclass(tenant), 0.0)
         words = f"virtual tag {self.tag(tenant):.4g} vs virtual time {vtime:.4g}"
-        return (self.entitlement_by_weight(tenant, self.active()), self.running_rate(tenant), words)
+        return (self.tree.entitlement(tenant, self.active()), self.running_rate(tenant), words)
 
     def _state(self) -> dict[str, Any]:
         tags = {t: self.tag(t) for t in sorted(self._accounts)}

@@ -39,7 +39,7 @@ class PriorityPolicy(FairSharePolicy):
         active = self.active()
         top = max((self.tree.config(t).tier for t in active), default=config.tier)
         same_tier = [t for t in active if self.tree.config(t).tier == config.tier]
-        entitlement = self.entitlement_by_weight(tenant, same_tier) if config.tier >= top else 0.0
+        entitlement = self.tree.entitlement(tenant, same_tier) if config.tier >= top else 0.0
         words = f"tier {config.tier}"
         if self.guaranteed(tenant):
             words += ", below its min guarantee: served first"

@@ -139,7 +139,7 @@ class RoundRobinPolicy(PolicyBase):
         if resumed:
             # its estimate was taken off the restored deficit, and so was its excess until the
             # snapshot: that goes back, since the excess accrues again (from its start) from now on
-            excess = self._excess_in_snapshot(run)
+            excess = run.excess_at(self._snapshot_at)
             if excess:
                 self._deficit[tenant] = self._deficit.get(tenant, 0.0) + excess * self._slots()
         else:
@@ -168,7 +168,7 @@ class RoundRobinPolicy(PolicyBase):
 
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
         words = f"deficit {self.deficit(tenant):.3g} slot-seconds, quantum {self.quantum * self.tree.weight(tenant):.3g}"
-        return self.entitlement_by_weight(tenant, self.active()), self.running_rate(tenant), words
+        return self.tree.entitlement(tenant, self.active()), self.running_rate(tenant), words
 
     def _state(self) -> dict[str, Any]:
         return {"deficits": {t: self.deficit(t) for t in sorted(self._deficit)}}

@@ -36,6 +36,14 @@ class RunningJob:
     def resources(self) -> Resources:
         return Resources(self.cpus, self.memory, self.gpus)
 
+    def excess_at(self, at: float | None) -> float:
+        """Its charge for running past its estimate until ``at``: ``c(r) * (at - start - estimate)``
+        (0 if not past it, or no time). A snapshot taken at ``at`` charged a running job that much."""
+        if at is None:
+            return 0.0
+        over = at - (self.started + self.estimate)
+        return self.charge * over if over > 0.0 else 0.0
+
 
 class TenantState:
     __slots__ = ("queue", "running", "rate", "cpus", "memory", "gpus", "books")

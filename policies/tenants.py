@@ -79,6 +79,12 @@ class TenantTree:
     def known(self) -> Iterable[str]:
         return self._path.keys()
 
+    def entitlement(self, tenant: str, among: list[str]) -> float | None:
+        """``w_i / sum w`` over the tenants ``among`` (``tenant`` counted in)."""
+        names = set(among) | {tenant}
+        total = sum(self.weight(t) for t in names)
+        return self.weight(tenant) / total if total > 0 else None
+
     def weight(self, tenant: str) -> float:
         found = self.weights.get(tenant)
         if found is None:
