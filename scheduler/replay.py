@@ -168,10 +168,10 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
             # At the time the books were written: the records after them come in their own times,
             # which a policy's clock (decayed usage) must not have passed already. Books written
             # before any job event (no time) hold nothing.
-            at = policy_state.get("at")
-            if isinstance(at, (int, float)) and at > 0:
+            written = policy_state.get("at")
+            if isinstance(written, (int, float)) and written > 0:
                 try:
-                    state.dispatcher.restore(policy_state, min(float(at), now))  # (another policy's: ignored)
+                    state.dispatcher.restore(policy_state, min(float(written), now))  # (another policy's: ignored)
                 except ValueError:
                     pass  # books this policy cannot read (malformed): it starts afresh, the jobs replay still
         case RClusterNodes(cluster_id, allowed, node_cpus):
