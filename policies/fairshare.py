@@ -33,22 +33,33 @@ from .resources import Resources, below
 from .running import RunningJob, TenantState
 
 
+class _Clock:
+    """A class's virtual time (priority's tiers keep one each; fair-share has one class)."""
+
+    __slots__ = ("vtime", "dispatched")
+
+    def __init__(self, vtime: float = 0.0) -> None:
+        self.vtime = vtime  # the service received by the tenant last dispatched
+        self.dispatched = vtime  # its tag at that dispatch, the estimates of its jobs included
+
+
 class _Account:
     """One tenant's books: its tag, the estimates of its running jobs, their overrun.
 
     One object per tenant, so that a decision looks a tenant up once, not in
-    five dicts; ``weight`` and ``vclass`` are the tree's, refreshed when the
-    policy file changes.
+    five dicts; ``weight``, ``vclass`` (and so ``clock``) and ``minimum`` are
+    the tree's, refreshed when the policy file changes.
     """
 
-    __slots__ = ("tag", "estimated", "overrun", "weight", "vclass", "minimum")
+    __slots__ = ("tag", "estimated", "overrun", "weight", "vclass", "clock", "minimum")
 
-    def __init__(self, tag: float, weight: float, vclass: int, minimum: Resources | None) -> None:
+    def __init__(self, tag: float, weight: float, vclass: int, clock: _Clock, minimum: Resources | None) -> None:
         self.tag = tag
         self.estimated = 0.0  # estimated charges of its running jobs
         self.overrun = Overrun()
         self.weight = weight
         self.vclass = vclass
+        self.clock = clock
         self.minimum = minimum  # priority's min guarantee
 
 
@@ -63,8 +74,7 @@ class FairSharePolicy(PolicyBase):
     def __init__(self, initial_estimate: float = 1.0) -> None:
         super().__init__(initial_estimate=initial_estimate)
         self._accounts: dict[str, _Account] = {}
-        self._vtime: dict[int, float] = {}  # per class: priority's tiers keep their own
-        self._vtime_dispatched: dict[int, float] = {}  # the tags at dispatch, estimates included
+        self._clocks: dict[int, _Clock] = {}  # per class: priority's tiers keep their own
 
     # priority: keys start with (below its min guarantee? 0 : 1, -tier), the tier being the class
     tiered: ClassVar[bool] = False
@@ -75,8 +85,15 @@ class FairSharePolicy(PolicyBase):
     def _minimum(self, tenant: str) -> Resources | None:
         return None
 
+    def _clock(self, vclass: int) -> _Clock:
+        clock = self._clocks.get(vclass)
+        if clock is None:
+            clock = self._clocks[vclass] = _Clock()
+        return clock
+
     def _account(self, tenant: str, tag: float) -> _Account:
-        account = self._accounts[tenant] = _Account(tag, self.tree.weight(tenant), self._vclass(tenant),
+        vclass = self._vclass(tenant)
+        account = self._accounts[tenant] = _Account(tag, self.tree.weight(tenant), vclass, self._clock(vclass),
                                                     self._minimum(tenant))
         state = self._tenants.get(tenant)
         if state is not None:
@@ -90,6 +107,7 @@ class FairSharePolicy(PolicyBase):
         for tenant, account in self._accounts.items():
             account.weight = self.tree.weight(tenant)
             account.vclass = self._vclass(tenant)
+            account.clock = self._clock(account.vclass)
             account.minimum = self._minimum(tenant)
 
     def tag(self, tenant: str) -> float:
@@ -129,7 +147,7 @@ class FairSharePolicy(PolicyBase):
 
     def _on_backlogged(self, tenant: str) -> None:
         account = self._accounts.get(tenant)
-        vtime = self._vtime.get(account.vclass if account else self._vclass(tenant), 0.0)
+        vtime = (account.clock if account else self._clock(self._vclass(tenant))).vtime
         if account is None:
             self._account(tenant, vtime)
         elif vtime > account.tag:
@@ -139,7 +157,7 @@ class FairSharePolicy(PolicyBase):
         # Held by its own caps it is not backlogged: it starts again from the virtual time, not
         # from a tag its idle slots kept low. Its own jobs run meanwhile, so their estimates count.
         account = self._accounts.get(tenant)
-        vtime = self._vtime_dispatched.get(account.vclass if account else self._vclass(tenant), 0.0)
+        vtime = (account.clock if account else self._clock(self._vclass(tenant))).dispatched
         if account is None:
             self._account(tenant, vtime)
         elif vtime > account.tag:
@@ -158,11 +176,11 @@ class FairSharePolicy(PolicyBase):
             return
         start_tag = self._tag_of(account)
         received = start_tag - account.estimated
-        vclass = account.vclass
-        if received > self._vtime.get(vclass, 0.0):
-            self._vtime[vclass] = received
-        if start_tag > self._vtime_dispatched.get(vclass, 0.0):
-            self._vtime_dispatched[vclass] = start_tag
+        clock = account.clock
+        if received > clock.vtime:
+            clock.vtime = received
+        if start_tag > clock.dispatched:
+            clock.dispatched = start_tag
         estimate = run.charge * run.estimate / weight
         account.tag += estimate
         account.estimated += estimate
@@ -181,19 +199,19 @@ class FairSharePolicy(PolicyBase):
         return set(self._accounts)
 
     def _figures(self, tenant: str) -> tuple[float | None, float | None, str]:
-        vtime = self._vtime.get(self._vclass(tenant), 0.0)
+        vtime = self._clock(self._vclass(tenant)).vtime
         words = f"virtual tag {self.tag(tenant):.4g} vs virtual time {vtime:.4g}"
         return (self.tree.entitlement(tenant, self.active()), self.running_rate(tenant), words)
 
     def _state(self) -> dict[str, Any]:
         tags = {t: self.tag(t) for t in sorted(self._accounts)}
-        return {"tags": tags, "vtime": {str(c): v for c, v in sorted(self._vtime.items())}}
+        return {"tags": tags, "vtime": {str(c): clock.vtime for c, clock in sorted(self._clocks.items())}}
 
     def _load(self, state: Mapping[str, Any], now: float) -> None:
         tags = {str(t): float(v) for t, v in dict(state["tags"]).items()}
+        self._clocks = {int(c): _Clock(float(v)) for c, v in dict(state["vtime"]).items()}
         self._accounts = {}
         for held in self._tenants.values():
             held.books = None
         for tenant, tag in tags.items():
             self._account(tenant, tag)
-        self._vtime = {int(c): float(v) for c, v in dict(state["vtime"]).items()}
