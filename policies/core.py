@@ -400,7 +400,7 @@ class PolicyBase:
             self._resumable = {str(u): float(e) for u, e in dict(state.get("running", {})).items()}
             self._advance(now)
             self._load(state, now)
-        except (TypeError, KeyError, AttributeError) as exc:
+        except (TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise ValueError(f"malformed {self.name} policy snapshot: {exc}") from None
         self._rebuild()
         return True

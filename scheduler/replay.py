@@ -169,11 +169,11 @@ def apply(state: SchedulerState, record: JournalRecord, now: float) -> None:
             # which a policy's clock (decayed usage) must not have passed already. Books written
             # before any job event (no time) hold nothing.
             written = policy_state.get("at")
-            if isinstance(written, (int, float)) and written > 0:
-                try:
+            try:
+                if isinstance(written, (int, float)) and written > 0:
                     state.dispatcher.restore(policy_state, min(float(written), now))  # (another policy's: ignored)
-                except ValueError:
-                    pass  # books this policy cannot read (malformed): it starts afresh, the jobs replay still
+            except (ValueError, OverflowError):
+                pass  # books this policy cannot read (malformed): the jobs replay still
         case RClusterNodes(cluster_id, allowed, node_cpus):
             limited = state.clusters.get(cluster_id)
             if limited is not None:

@@ -30,6 +30,7 @@ from fairpool.messages import (
     Submit,
 )
 from fairpool.policies.fifo import FifoPolicy
+from fairpool.policies.registry import make_policy
 from fairpool.scheduler.journalrecords import (
     JournalRecord,
     RAssigned,
@@ -429,3 +430,19 @@ def test_a_policy_state_the_policy_cannot_read_is_ignored(driver: StateDriver) -
     driver.submit(alice, "c1", 2)
     records = [*snapshot(driver.state), RPolicyState({"policy": "fifo", "version": 99})]
     assert restart(driver, records).queued() == ["c1.0", "c1.1"]
+
+
+NUMBER = st.one_of(st.floats(), st.integers(-2**70, 2**70), st.sampled_from([2**1100, -2**1100]))  # (too big for a float)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(books=st.dictionaries(st.sampled_from(["at", "tags", "vtime", "running", "estimates", "usage", "deficits",
+                                              "half_life", "policy", "version"]),
+                             st.one_of(NUMBER, st.text(max_size=3),
+                                       st.dictionaries(st.text(max_size=2), st.one_of(NUMBER, st.text(max_size=2)),
+                                                       max_size=3))))
+def test_policy_books_of_any_shape_replay_without_error(driver: StateDriver, books: dict[str, Any]) -> None:
+    for policy in ("fair-share", "decayed-usage", "round-robin"):
+        state = SchedulerState(make_policy(policy), heartbeat_timeout=TIMEOUT)
+        replay(state, [RPolicy(policy), RPolicyState({**books, "policy": policy, "version": 1})], driver.now)
+        assert state.policy.name == policy
