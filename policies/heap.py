@@ -7,15 +7,18 @@ every change would cost a heap operation per tenant per event; instead an
 entry's key is a LOWER BOUND of the tenant's key. When the smallest entry
 surfaces, the key is recomputed: if it grew, the entry goes back with the new
 key; if not, that tenant really is the smallest. A key that DROPS (a job
-finished early, a requeued older job) must be pushed again by the policy; the
-newer entry then supersedes the older one by its version. That keeps a
-decision at O(log tenants) amortized, whatever the number of tenants.
+finished early, a requeued older job) must be pushed again by the policy.
+That keeps a decision at O(log tenants) amortized, whatever the number of
+tenants. A policy's keys all have one length, and are above ``LOWEST`` (the
+bound a lone tenant gets: it needs no key until another joins).
 
 Two builds of it, which order tenants identically (by key, then by when each
 was last keyed): ``TupleHeap`` here, entries as tuples on ``heapq`` (the
-fastest in pure Python), and ``NodeHeap`` (``nodeheap``), one node per tenant
-with its key as native floats, for the compiled build, where comparing tuples
-through the object protocol was the largest single cost of a decision.
+fastest in pure Python; a pushed entry supersedes the tenant's older one,
+dropped when it surfaces), and ``NodeHeap`` (``nodeheap``), one node per
+tenant with its key as native floats, updated in place, for the compiled
+build, where comparing tuples through the object protocol was the largest
+single cost of a decision.
 """
 
 from __future__ import annotations
