@@ -121,11 +121,15 @@ class DecayedUsagePolicy(PolicyBase):
             node.g = self._grow(t)
         return node
 
-    def _add_rate(self, tenant: str, rate: float, count: int, t: float) -> None:
+    def _add_rate(self, tenant: str, rate: float, count: int, t: float) -> _Usage:
+        """The tenant's path settled and its rate changed; the tenant's own node (the path's last)."""
+        node: _Usage | None = None
         for name in self.tree.path(tenant):
             node = self._settle(name, t)
             node.running += count
             node.rate = node.rate + rate if node.running else 0.0
+        assert node is not None  # (a path ends with the tenant itself)
+        return node
 
     def _add_usage(self, tenant: str, scaled: float, t: float) -> None:
         for name in self.tree.path(tenant):
@@ -234,8 +238,7 @@ class DecayedUsagePolicy(PolicyBase):
     def _on_started(self, run: RunningJob, resumed: bool) -> None:
         t = self._rel(run.started)
         self._maybe_rebase(t)
-        self._add_rate(run.tenant, run.charge, 1, t)
-        node = self._nodes[run.tenant]
+        node = self._add_rate(run.tenant, run.charge, 1, t)
         if node.t > t and self._origin is not None:
             # Its tenant's usage was settled past this start (a job replayed after a restart, its
             # start not journaled): usage accrues from there, and _on_finished charges the rest.
