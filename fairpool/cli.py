@@ -386,7 +386,10 @@ def _failure(what: str, exc: BaseException, *, listen: Address | None, http: Add
         if isinstance(leaf, OSError | SecretError):
             log.error(f"fairpool {what}: {_describe(leaf, listen, http)}")
             return EXIT_FAILED
-    log.error(f"fairpool {what} crashed", exc_info=exc)
+    # What went wrong, in the line itself; and the traceback of the failure, not of the nurseries
+    # around it (a JSON log renders an exception group's own frames, not those inside it).
+    error = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
+    log.error(f"fairpool {what} crashed", error=error, exc_info=leaves[0] if len(leaves) == 1 else exc)
     return EXIT_FAILED
 
 

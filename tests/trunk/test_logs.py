@@ -9,6 +9,7 @@ import sys
 import pytest
 import structlog
 
+from fairpool import cli
 from fairpool.config import NodeConfig, SchedulerConfig, default_log_format, load_node_config
 from fairpool.logs import REDACTED, configure_logging, is_secret_field, redact_secrets
 
@@ -77,3 +78,29 @@ def test_console_format_on_a_terminal_is_coloured(monkeypatch: pytest.MonkeyPatc
     line = terminal.getvalue()
     assert "hello" in line and "\x1b[" in line  # ANSI colour codes
     assert not line.lstrip().startswith("{")
+
+
+def _overflow_deep_in_nurseries() -> BaseException:
+    def decide() -> None:
+        raise OverflowError("math range error")
+
+    try:
+        try:
+            decide()
+        except OverflowError as exc:
+            raise ExceptionGroup("Exceptions from Trio nursery (1 sub-exception)", [exc]) from None
+    except ExceptionGroup as group:
+        try:
+            raise ExceptionGroup("Exceptions from Trio nursery (1 sub-exception)", [group])
+        except ExceptionGroup as outer:
+            return outer
+
+
+def test_a_daemon_crash_logged_as_json_names_the_error_and_its_frames(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "info")
+    assert cli._failure("scheduler", _overflow_deep_in_nurseries(), listen=None, http=None) == cli.EXIT_FAILED
+    record = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert record["event"] == "fairpool scheduler crashed"
+    assert record["error"] == "OverflowError: math range error"
+    [trace] = record["exception"]
+    assert trace["exc_type"] == "OverflowError" and trace["frames"][-1]["name"] == "decide"
