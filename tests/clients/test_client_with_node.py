@@ -46,9 +46,11 @@ def reporting(n: int) -> int:
     import fairpool
 
     fairpool.provisional_result(n / 2)
-    with open("report.txt", "w") as f:
+    # A name of its own: a cluster's jobs on one node share a working directory (as in dispy), and
+    # two jobs writing "report.txt" at once sent each other's file now and then.
+    with open(f"report-{n}.txt", "w") as f:
         f.write(f"report {n}")
-    fairpool.send_file("report.txt", f"reports/{n}.txt")
+    fairpool.send_file(f"report-{n}.txt", f"reports/{n}.txt")
     return n
 
 
