@@ -269,9 +269,11 @@ class PolicyBase:
 
     def _apply_finish(self, now: float, uid: str, runtime: float | None) -> str | None:
         """One completion's accounting; its tenant (None: the job was not running)."""
-        run = self._running.pop(uid, None)
+        # (get and del, not pop(uid, None): compiled, that pop is a call by name, several times dearer)
+        run = self._running.get(uid)
         if run is None:
             return None
+        del self._running[uid]
         state = run.state
         state.running -= 1
         if state.running == 0:

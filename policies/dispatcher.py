@@ -119,8 +119,10 @@ class Dispatcher:
         ``runtime``: the node's finished_at - started_at when known; else the
         time since placement is charged.
         """
-        if self._running.pop(job.uid, None) is None:
+        uid = job.uid
+        if uid not in self._running:
             return
+        del self._running[uid]  # (not pop(uid, None): compiled, a call by name)
         if self.limits.limited:
             self.limits.finished(job)
         self._calls.on_finish(job, now, runtime)

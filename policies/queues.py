@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterator
+from heapq import heappop, heappush  # (compiled: module globals, not an attribute read per call)
 from typing import Any
 
 from .base import QueuedJob
@@ -77,7 +78,7 @@ class TenantQueue:
         # (order, seq) compared as ints, not the entries as tuples: on a tie the newer entry (a
         # higher generation) is the bigger one
         if run and _before(order, seq, run[-1]):
-            heapq.heappush(self._heap, entry)
+            heappush(self._heap, entry)
         else:
             run.append(entry)
         first = self.first
@@ -89,15 +90,17 @@ class TenantQueue:
     def remove(self, uid: str, *, head: bool = False) -> bool:
         """Drop a queued job; True when it was there. ``head``: the caller knows it is the head
         job (``first``), as a dispatched job is: spares reading the head's uid."""
-        if self.live.pop(uid, None) is None:
+        live = self.live
+        if uid not in live:
             return False
+        del live[uid]  # (not pop(uid, None): compiled, a call by name)
         first = self.first
         if first is not None and (head or first[3].uid == uid):  # ``first`` is alive: the job's own
             run = self._run
             if run and run[0] is first:
                 run.popleft()
             else:
-                heapq.heappop(self._heap)
+                heappop(self._heap)
             self._refresh()
         if len(self._run) + len(self._heap) > 2 * len(self.live) + 64:
             self.compact()
@@ -125,7 +128,7 @@ class TenantQueue:
             if live.get(top[3].uid) == top[2]:
                 self.first = top if front is None or top < front else front
                 return
-            heapq.heappop(heap)
+            heappop(heap)
         self.first = front
 
     def head(self) -> QueuedJob | None:
@@ -144,14 +147,14 @@ class TenantQueue:
         if self._run and self._run[0] is first:
             self._run.popleft()
         else:
-            heapq.heappop(self._heap)
+            heappop(self._heap)
         self._aside.append(first)
         self._refresh()
 
     def restore_aside(self) -> None:
         for entry in self._aside:
             if self._alive(entry):
-                heapq.heappush(self._heap, entry)
+                heappush(self._heap, entry)
         self._aside.clear()
         self._refresh()
 
@@ -161,11 +164,11 @@ class TenantQueue:
         heap = self._heap
         frontier: list[tuple[_Entry, int]] = [(heap[0], 0)] if heap else []
         while frontier:
-            entry, i = heapq.heappop(frontier)
+            entry, i = heappop(frontier)
             yield entry
             for child in (2 * i + 1, 2 * i + 2):
                 if child < len(heap):
-                    heapq.heappush(frontier, (heap[child], child))
+                    heappush(frontier, (heap[child], child))
 
     def jobs(self) -> Iterator[QueuedJob]:
         """Queued jobs in this tenant's order, lazily. The queue must not change meanwhile."""
