@@ -75,6 +75,9 @@ class FairSharePolicy(PolicyBase):
         super().__init__(initial_estimate=initial_estimate)
         self._accounts: dict[str, _Account] = {}
         self._clocks: dict[int, _Clock] = {}  # per class: priority's tiers keep their own
+        # the class's flag, read into a native attribute: compiled, a ClassVar of a class that
+        # interpreted subclasses may override is read by name, and every key reads it
+        self._tiered = self.tiered
 
     # priority: keys start with (below its min guarantee? 0 : 1, -tier), the tier being the class
     tiered: ClassVar[bool] = False
@@ -134,7 +137,7 @@ class FairSharePolicy(PolicyBase):
                 if excess:
                     tag += excess / account.weight
         head = state.queue.first if state is not None else None
-        if not self.tiered:
+        if not self._tiered:
             return (tag, head[0], head[1]) if head is not None else (tag, *NO_HEAD)
         # a finish can make a tenant guaranteed again: PolicyBase reconsiders it after every finish
         if account is None:
